@@ -1,0 +1,1 @@
+"""distsampler: class-imbalance samplers for PyTorch DDP, one global seeded plan per epoch."""
