@@ -1,1 +1,16 @@
-"""distsampler: class-imbalance samplers for PyTorch DDP, one global seeded plan per epoch."""
+"""distsampler: class-imbalance samplers for PyTorch DDP, one global seeded plan per epoch.
+
+Public names:
+
+* :class:`DistributedWeightedSampler` -- weighted sampling (per-sample weights or labels plus a
+  class weighting), with or without replacement.
+* :class:`GroupIndex` -- the label index shared by the samplers (build once, save, mmap).
+* :mod:`distsampler.weights` -- class weighting strategies.
+"""
+
+from . import weights
+from .groups import GroupIndex
+from .weighted import DistributedWeightedSampler
+
+__all__ = ["DistributedWeightedSampler", "GroupIndex", "weights"]
+__version__ = "0.1.0"

@@ -1,0 +1,161 @@
+"""Epoch, resume point and state dicts shared by both samplers.
+
+A state is plain ints and strings (it survives ``torch.load(weights_only=True)`` and JSON):
+the epoch, how much of the epoch's global plan was consumed, and the configuration it belongs
+to. ``consumed`` counts plan units (positions for the index sampler, micro-batches for the
+quota sampler) taken by *all* ranks together, so it means the same under any world size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .topology import Shard, check_int
+
+STATE_VERSION = 1
+
+
+class EpochState:
+    """The epoch, the resume point and the bookkeeping of the iteration in flight.
+
+    Subclasses provide ``_config()`` (a string that identifies the plan), ``_total()`` (plan
+    units of the epoch), ``_shard`` (a :class:`Shard`) and ``drop_last``.
+    """
+
+    _shard: Shard
+    drop_last: bool
+    epoch: int = 0
+    _resume: int = 0  # plan units consumed before this iteration (all ranks)
+    _skip: int = 0  # local units to skip after _resume (mid-block, same world size only)
+    _done: int = 0  # local units of the finished chunks of the iteration in flight
+    _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
+    _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
+
+    def _config(self) -> str:
+        raise NotImplementedError
+
+    def _total(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's plan. Call it before every epoch (as for ``DistributedSampler``):
+        without it every epoch repeats the same plan.
+
+        Setting the epoch a loaded state belongs to keeps its resume point; any other epoch
+        starts from the beginning.
+        """
+        epoch = check_int("epoch", epoch, 0)
+        if epoch != self.epoch:
+            self._resume = self._skip = 0
+        self.epoch = epoch
+        self._done, self._chunk, self._completed = 0, None, False
+
+    # -- layout of the current iteration --------------------------------------------------
+    def _remaining(self) -> int:
+        return max(0, self._total() - self._resume)
+
+    def _local_length(self) -> int:
+        return max(0, self._shard.length(self._remaining(), self.drop_last) - self._skip)
+
+    def _local_units(self, start: int, stop: int) -> np.ndarray:
+        """Plan units (global) of local indices ``[start, stop)`` of the current iteration."""
+        length = self._shard.length(self._remaining(), self.drop_last)
+        return self._resume + self._shard.positions(length, start + self._skip, stop + self._skip)
+
+    @property
+    def _yielded(self) -> int:
+        """Local units handed out by the iteration in flight, exact between any two items.
+
+        Items are served with ``yield from`` over a list iterator (no per-item bookkeeping);
+        the iterator's length hint tells how far the consumer got.
+        """
+        if self._chunk is None:
+            return self._done
+        length, it = self._chunk
+        return self._done + length - it.__length_hint__()
+
+    def _serve(self, chunk: int, convert) -> Iterator:
+        """Serve this rank's share: ``convert(units)`` turns plan units into a list of items."""
+        n = self._local_length()
+        self._done, self._chunk, self._completed = 0, None, False
+        for lo in range(0, n, chunk):
+            items = convert(self._local_units(lo, min(n, lo + chunk)))
+            it = iter(items)
+            self._chunk = (len(items), it)
+            yield from it
+            self._done += len(items)
+            self._chunk = None
+        self._finish()
+
+    def _finish(self) -> None:
+        """An iteration ran to its end: the next one replays the epoch from its start."""
+        self._resume = self._skip = self._done = 0
+        self._completed = True
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The resume point: plain ints and strings (``torch.save``/JSON safe).
+
+        Call it at a global-step boundary (every rank has consumed the same number of
+        indices/batches); such a state resumes under any world size.
+        """
+        if self._completed:
+            return self._state(self._total(), 0)
+        local = self._skip + self._yielded
+        length = self._shard.length(self._remaining(), self.drop_last)
+        covered = self._shard.covered(length, local)
+        if covered is None:  # mid-block: only this world size can resume it
+            covered, skip = (
+                self._shard.covered(length, local - local % self._shard.block_size),
+                (local % self._shard.block_size),
+            )
+        else:
+            skip = 0
+        return self._state(min(self._total(), self._resume + covered), skip)
+
+    def _state(self, consumed: int, skip: int) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "sampler": type(self).__name__,
+            "config": self._config(),
+            "epoch": int(self.epoch),
+            "consumed": int(consumed),
+            "skip": int(skip),
+            "world_size": int(self._shard.world),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict`: the next iteration continues the same global stream.
+
+        Raises ``ValueError`` if the state belongs to another sampler type, seed, dataset or
+        plan-shaping argument. The world size may differ (the rest of the epoch is dealt
+        round-robin from rank 0), unless the state was saved mid-block.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state should be a dict, but got {type(state).__name__}")
+        missing = {"version", "sampler", "config", "epoch", "consumed"} - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}; not a distsampler state")
+        if state["version"] != STATE_VERSION or state["sampler"] != type(self).__name__:
+            raise ValueError(
+                f"state belongs to {state['sampler']} (version {state['version']}), "
+                f"not {type(self).__name__} (version {STATE_VERSION})"
+            )
+        if state["config"] != self._config():
+            raise ValueError(
+                "state was saved under another configuration (seed, dataset or plan-shaping "
+                f"arguments differ):\n  saved: {state['config']}\n  this:  {self._config()}"
+            )
+        skip = int(state.get("skip", 0))
+        if skip and int(state.get("world_size", -1)) != self._shard.world:
+            raise ValueError(
+                f"state was saved mid-block under world_size={state.get('world_size')}; "
+                f"it can only resume under the same world size, not {self._shard.world}. "
+                "Save at a block boundary (block_size=batch size) to change the world size."
+            )
+        self.epoch = check_int("state['epoch']", state["epoch"], 0)
+        self._resume = check_int("state['consumed']", state["consumed"], 0)
+        self._skip = skip
+        self._done, self._chunk, self._completed = 0, None, False

@@ -1,0 +1,211 @@
+"""Epoch plans: which dataset index sits at each position, as a pure function.
+
+A plan maps ``(seed, epoch, position) -> dataset index``. Positions ``>= num_samples`` are the
+continuation of the same stream (used to give every rank the same length). Every random
+decision of distsampler is made here, from keys of :mod:`distsampler.keyed`; the samplers only
+decide which positions a rank asks for.
+
+Streams (the third part of every key) keep independent decisions independent:
+
+=============  ==============================================================
+``IID``        i.i.d. draws (the uniform behind a weighted or class draw)
+``MEMBER``     member of a class drawn uniformly (class-first i.i.d.)
+``CYCLE``      the permutation of a class's members for each cycle
+``STRATA``     the class order of a stratified epoch
+``WOR``        exponential keys of weighted sampling without replacement
+``QUOTA``      the quota batch plan (see :mod:`distsampler.quota`)
+=============  ==============================================================
+
+Changing what any function here returns for a given key changes every user's resumed runs:
+``tests/test_golden.py`` pins them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .groups import GroupIndex
+from .interleave import stratified_ranks
+from .keyed import derive, make_key, permute, uniform
+
+__all__ = [
+    "ClassIID",
+    "Stratified",
+    "WeightedIID",
+    "WeightedWithoutReplacement",
+    "largest_remainder",
+]
+
+IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
+_WOR_CHUNK = 1 << 22
+
+
+def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
+    """Integer counts summing exactly to ``total``, each within one of ``total * share``.
+
+    Whole parts first, then one more to the largest remainders (ties to the lower index).
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    quota = total * shares / shares.sum()
+    counts = np.floor(quota).astype(np.int64)
+    short = total - int(counts.sum())
+    if short:
+        order = np.argsort(-(quota - counts), kind="stable")
+        counts[order[:short]] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class WeightedIID:
+    """i.i.d. draws with probability proportional to per-sample weights (with replacement).
+
+    Inverse-CDF on the float64 cumulative weights: O(log N) a draw, no 2**24 category limit.
+    """
+
+    cumulative: np.ndarray
+    num_samples: int
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, num_samples: int) -> WeightedIID:
+        return cls(np.cumsum(weights, dtype=np.float64), num_samples)
+
+    def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        u = uniform(make_key(seed, epoch, IID), positions)
+        idx = np.searchsorted(self.cumulative, u * self.cumulative[-1], side="right")
+        # u * total can round up to total; the last positive weight takes that draw.
+        last = int(np.searchsorted(self.cumulative, self.cumulative[-1], side="left"))
+        return np.minimum(idx, last)
+
+
+@dataclass(frozen=True)
+class ClassIID:
+    """Class-first i.i.d. draws: a class by its share, then a member uniformly. O(1) a draw."""
+
+    index: GroupIndex
+    shares: np.ndarray
+    num_samples: int
+
+    def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        cum = np.cumsum(self.shares)
+        u = uniform(make_key(seed, epoch, IID), positions)
+        last = int(np.flatnonzero(self.shares > 0)[-1])
+        cls = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), last)
+        sizes = self.index.sizes[cls]
+        j = (uniform(make_key(seed, epoch, MEMBER), positions) * sizes).astype(np.int64)
+        return self.index.members[self.index.offsets[cls] + np.minimum(j, sizes - 1)].astype(
+            np.int64
+        )
+
+
+def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
+    """Member at class-stream index ``stream`` of each class: cycle ``q`` is a fresh permutation.
+
+    Within one cycle (``stream // size`` fixed) every member appears once, so a class walked in
+    stream order shows all its members before any repeats, and the walk continues across epochs.
+    """
+    sizes = index.sizes[cls]
+    q, r = np.divmod(stream, sizes)
+    j = permute(r, sizes, derive(key, cls, q))
+    return index.members[index.offsets[cls] + j].astype(np.int64)
+
+
+@dataclass
+class Stratified:
+    """Exact class counts per epoch in a random order; members cycle without replacement.
+
+    Each epoch (and each continuation block of ``num_samples`` positions past its end) holds
+    ``largest_remainder(num_samples, shares)`` draws of each class; the order comes from
+    :func:`distsampler.interleave.stratified_ranks`.
+
+    * ``replacement=True``: class ``c`` walks one endless member stream across epochs (block
+      ``b`` of epoch ``e`` continues where the previous left off), so the fewest epochs see every
+      member, and no member repeats before its cycle is used up.
+    * ``replacement=False``: every class takes a fresh permutation per epoch (and per
+      continuation block), so no index repeats within the first ``num_samples`` positions.
+    """
+
+    index: GroupIndex
+    shares_for_epoch: object  # callable epoch -> shares (C,)
+    num_samples: int
+    replacement: bool = True
+    _counts: dict = field(default_factory=dict, repr=False)
+
+    def counts(self, epoch: int) -> np.ndarray:
+        if epoch not in self._counts:
+            self._counts[epoch] = largest_remainder(self.num_samples, self.shares_for_epoch(epoch))
+        return self._counts[epoch]
+
+    def _stream_base(self, epoch: int) -> np.ndarray:
+        if getattr(self.shares_for_epoch, "epoch_dependent", False):
+            return sum((self.counts(e) for e in range(epoch)), np.zeros(len(self.index.names), int))
+        return epoch * self.counts(epoch)
+
+    def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        counts = self.counts(epoch)
+        sizes = self.index.sizes
+        out = np.empty(len(positions), dtype=np.int64)
+        blocks = positions // self.num_samples
+        for b in np.unique(blocks):
+            sel = blocks == b
+            local = positions[sel] - b * self.num_samples
+            key = make_key(seed, epoch, STRATA, int(b))
+            if self.replacement:
+                base = self._stream_base(epoch) + b * counts
+                cls, k = stratified_ranks(local, counts, sizes, base, key)
+                out[sel] = cycled_members(self.index, cls, base[cls] + k, make_key(seed, CYCLE))
+            else:
+                ones = np.ones_like(counts)
+                cls, k = stratified_ranks(local, counts, ones, np.zeros_like(counts), key)
+                out[sel] = cycled_members(self.index, cls, k, make_key(seed, epoch, CYCLE, int(b)))
+        return out
+
+
+@dataclass
+class WeightedWithoutReplacement:
+    """Weighted sampling without replacement (successive draws proportional to what is left).
+
+    Efraimidis-Spirakis: give index ``i`` the key ``E_i / w_i`` with ``E_i ~ Exp(1)`` from a
+    counter-based uniform; the order of increasing keys is distributed exactly as
+    ``torch.multinomial(w, n, replacement=False)``. Positions past ``num_samples`` start a new
+    round with fresh keys. Trade-off: the order needs every key, so each rank scans all ``N``
+    weights once per epoch (in chunks of 4M) and keeps the ``num_samples`` winners, cached for
+    the epoch; the labels path (stratified) avoids this.
+    """
+
+    weights: np.ndarray
+    num_samples: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _order(self, seed: int, epoch: int, rnd: int) -> np.ndarray:
+        key = (seed, epoch, rnd)
+        if key not in self._cache:
+            self._cache.clear()
+            k = make_key(seed, epoch, WOR, rnd)
+            best_keys = np.empty(0)
+            best_idx = np.empty(0, dtype=np.int64)
+            n = len(self.weights)
+            for lo in range(0, n, _WOR_CHUNK):
+                idx = np.arange(lo, min(n, lo + _WOR_CHUNK), dtype=np.int64)
+                w = np.asarray(self.weights[lo : lo + _WOR_CHUNK], dtype=np.float64)
+                pos = w > 0
+                idx, w = idx[pos], w[pos]
+                e = -np.log1p(-uniform(k, idx))  # Exp(1); uniform < 1 so log1p is finite
+                keys = np.concatenate([best_keys, e / w])
+                cand = np.concatenate([best_idx, idx])
+                if len(keys) > self.num_samples:
+                    part = np.argpartition(keys, self.num_samples - 1)[: self.num_samples]
+                    keys, cand = keys[part], cand[part]
+                best_keys, best_idx = keys, cand
+            order = np.argsort(best_keys, kind="stable")
+            self._cache[key] = best_idx[order]
+        return self._cache[key]
+
+    def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        rnd, local = np.divmod(positions, self.num_samples)
+        out = np.empty(len(positions), dtype=np.int64)
+        for r in np.unique(rnd):
+            sel = rnd == r
+            out[sel] = self._order(seed, epoch, int(r))[local[sel]]
+        return out

@@ -1,0 +1,232 @@
+"""DistributedWeightedSampler: ``WeightedRandomSampler`` semantics from one global plan."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from . import weights as W
+from ._state import EpochState
+from .groups import GroupIndex, as_array, fingerprint
+from .plan import ClassIID, Stratified, WeightedIID, WeightedWithoutReplacement
+from .topology import Shard, check_int, resolve_world
+
+__all__ = ["DistributedWeightedSampler"]
+
+_CHUNK = 1 << 16
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} should be a boolean value, but got {name}={value!r}")
+    return bool(value)
+
+
+def _check_weights(weights) -> np.ndarray:
+    arr = as_array(weights, "weights")
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise TypeError(f"weights should hold real numbers, but got dtype {arr.dtype}")
+    arr = np.asarray(arr, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"weights should be finite, but got weights[{i}]={arr[i]}")
+    neg = arr < 0
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise ValueError(f"weights should be >= 0, but got weights[{i}]={arr[i]}")
+    if not (arr > 0).any():
+        raise ValueError("weights should have a positive entry, but all weights are zero")
+    return arr
+
+
+class DistributedWeightedSampler(Sampler[int], EpochState):
+    """Weighted sampling for DDP: every rank reads its share of one global, seeded plan.
+
+    ``WeightedRandomSampler`` semantics (``replacement=True``: i.i.d. draws with probability
+    proportional to the weight; ``replacement=False``: no index repeats in an epoch), without its
+    limits under DDP: the plan of an epoch is a pure function of ``(seed, epoch, position)``, so
+    ranks never overlap, all yield ``len(sampler)`` indices, and reading the ranks round-robin
+    (blocks of ``block_size``) gives the 1-process stream for any world size. No 2**24 limit.
+
+    Args:
+        weights: per-sample weights (sequence, array, tensor or ``.npy`` path). Exclusive with
+            ``labels``: passing both raises (multiply them yourself to combine).
+        labels: per-sample class labels (ints or strings), used with ``class_weights``.
+        class_weights: with ``labels``: ``"balanced"`` (equal share per class), ``"sqrt"``
+            (share proportional to sqrt of the class size), a mapping class -> per-sample weight
+            (torch convention, every class must appear), or a strategy from
+            :mod:`distsampler.weights` such as ``weights.target_shares({"a": 0.3, "b": 0.7})``.
+        num_samples: global draws per epoch (default: dataset size).
+        replacement: draw with replacement (default) or without.
+        stratify: labels only (default ``True`` with labels): exact class counts per epoch
+            (largest remainder of ``num_samples * share``) in a random order, members drawn
+            without replacement in cycles that continue across epochs, so every sample of a
+            class is seen before any repeats. ``False``: i.i.d. class-first draws.
+        num_replicas, rank: the world; default from ``torch.distributed``, else torchrun's
+            ``WORLD_SIZE``/``RANK``, else 1 process.
+        seed: plan seed, identical on every rank.
+        drop_last: trim the plan to a multiple of the world size instead of extending it.
+        block_size: positions per round-robin block; set it to the batch size to get exactly the
+            batches HF Accelerate's ``BatchSamplerShard`` would give from the 1-process sampler.
+
+    Equal lengths: each rank yields ``ceil(num_samples / W)`` indices (``floor`` with
+    ``drop_last``). The up to ``W - 1`` extra positions continue the same stream: with
+    ``replacement=False`` they start a new round and may repeat an index of this epoch
+    (``DistributedSampler`` pads with repeats too); ``drop_last=True`` avoids that.
+
+    Warning:
+        Call :meth:`set_epoch` at the start of every epoch, before creating the DataLoader
+        iterator; otherwise every epoch repeats the same plan.
+
+    Example:
+        >>> sampler = DistributedWeightedSampler(labels=[0] * 97 + [1] * 3, num_replicas=2, rank=0)
+        >>> len(sampler)
+        50
+        >>> sampler.set_epoch(1)
+        >>> first = next(iter(sampler))
+    """
+
+    def __init__(
+        self,
+        weights=None,
+        *,
+        labels=None,
+        class_weights="balanced",
+        num_samples: int | None = None,
+        replacement: bool = True,
+        stratify: bool | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        block_size: int = 1,
+    ) -> None:
+        if (weights is None) == (labels is None):
+            raise ValueError(
+                "pass exactly one of weights= (per-sample weights) or labels= (class labels); "
+                "to combine them, pass weights=per_sample_weight * class_weight[label]"
+            )
+        self.replacement = _check_bool("replacement", replacement)
+        self.drop_last = _check_bool("drop_last", drop_last)
+        self.seed = check_int("seed", seed, 0)
+        world, rnk = resolve_world(num_replicas, rank)
+        self._shard = Shard(world, rnk, check_int("block_size", block_size, 1))
+        self.num_replicas, self.rank, self.block_size = world, rnk, self._shard.block_size
+        if weights is not None:
+            if stratify:
+                raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
+            if not (isinstance(class_weights, str) and class_weights == "balanced"):
+                raise ValueError("class_weights applies to labels=, not to weights=")
+            self._init_weights(_check_weights(weights), num_samples)
+        else:
+            self._init_labels(labels, class_weights, num_samples, stratify)
+        if self._shard.length(self.num_samples, self.drop_last) == 0:
+            raise ValueError(
+                f"drop_last=True leaves no sample per rank: num_samples={self.num_samples} "
+                f"< num_replicas={world}"
+            )
+
+    # -- construction ------------------------------------------------------------------------
+    def _init_weights(self, w: np.ndarray, num_samples) -> None:
+        self.num_samples = check_int(
+            "num_samples", len(w) if num_samples is None else num_samples, 1
+        )
+        self.stratify = False
+        self._data = f"weights:{fingerprint(w)}"
+        if self.replacement:
+            self._plan = WeightedIID.from_weights(w, self.num_samples)
+        else:
+            positive = int(np.count_nonzero(w))
+            if self.num_samples > positive:
+                raise ValueError(
+                    "num_samples should be at most the number of positive weights without "
+                    f"replacement, but got num_samples={self.num_samples} > {positive}"
+                )
+            self._plan = WeightedWithoutReplacement(w, self.num_samples)
+
+    def _init_labels(self, labels, class_weights, num_samples, stratify) -> None:
+        index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
+        self.index = index
+        self.num_samples = check_int(
+            "num_samples", index.num_samples if num_samples is None else num_samples, 1
+        )
+        self.stratify = True if stratify is None else _check_bool("stratify", stratify)
+        strategy = W.resolve(class_weights, index.names)
+        sizes = index.sizes
+
+        def shares(epoch: int) -> np.ndarray:
+            return W.class_shares(strategy, sizes, epoch)
+
+        shares.epoch_dependent = bool(getattr(strategy, "epoch_dependent", False))
+        self._shares = shares
+        digest = hashlib.blake2b(shares(0).tobytes(), digest_size=6).hexdigest()
+        self._data = f"labels:{fingerprint(index.members)}:{len(sizes)}:{digest}"
+        if self.stratify:
+            self._plan = Stratified(index, shares, self.num_samples, self.replacement)
+            self._check_counts(0)
+        elif self.replacement:
+            self._plan = ClassIID(index, shares(0), self.num_samples)
+            if shares.epoch_dependent:
+                raise ValueError("epoch-dependent class_weights need stratify=True")
+        else:
+            per_class = W.class_shares(strategy, sizes, 0) / np.maximum(sizes, 1)
+            w = np.empty(index.num_samples)
+            w[index.members] = np.repeat(per_class, sizes)
+            positive = int(np.count_nonzero(w))
+            if self.num_samples > positive:
+                raise ValueError(
+                    "num_samples should be at most the number of samples with positive weight "
+                    f"without replacement, but got num_samples={self.num_samples} > {positive}"
+                )
+            self._plan = WeightedWithoutReplacement(w, self.num_samples)
+
+    def _check_counts(self, epoch: int) -> None:
+        if self.replacement:
+            return
+        counts, sizes = self._plan.counts(epoch), self.index.sizes
+        over = np.flatnonzero(counts > sizes)
+        if over.size:
+            c = int(over[0])
+            raise ValueError(
+                f"num_samples={self.num_samples} needs {counts[c]} draws of class "
+                f"{self.index.names[c]!r} per epoch, more than its {sizes[c]} samples; without "
+                "replacement lower num_samples or use replacement=True"
+            )
+
+    # -- the sampler protocol ----------------------------------------------------------------
+    def _config(self) -> str:
+        return (
+            f"DistributedWeightedSampler(data={self._data}, num_samples={self.num_samples}, "
+            f"replacement={self.replacement}, stratify={self.stratify}, seed={self.seed}, "
+            f"drop_last={self.drop_last})"
+        )
+
+    def _total(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:  # noqa: D102 - documented in EpochState
+        super().set_epoch(epoch)
+        if self.stratify:
+            self._check_counts(self.epoch)
+
+    set_epoch.__doc__ = EpochState.set_epoch.__doc__
+
+    def indices(self, positions: np.ndarray, epoch: int | None = None) -> np.ndarray:
+        """Dataset indices at global plan ``positions`` (sorted) of ``epoch`` (default current)."""
+        ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)
+        return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
+
+    def __iter__(self) -> Iterator[int]:
+        return self._serve(_CHUNK, lambda pos: self.indices(pos).tolist())
+
+    def __len__(self) -> int:
+        return self._local_length()
+
+    def __repr__(self) -> str:
+        return self._config().replace(
+            ")", f", num_replicas={self.num_replicas}, rank={self.rank})", 1
+        )
