@@ -95,15 +95,23 @@ class EpochState:
         self._completed = True
 
     # -- state -----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, consumed: int | None = None) -> dict:
         """The resume point: plain ints and strings (``torch.save``/JSON safe).
 
-        Call it at a global-step boundary (every rank has consumed the same number of
-        indices/batches); such a state resumes under any world size.
+        Args:
+            consumed: local items (indices, or batches for a batch sampler) of the current
+                iteration that the training loop has really used. Default: the items this
+                sampler handed out, which runs ahead of the loop when a ``DataLoader`` with
+                ``num_workers > 0`` prefetches; pass the loop's own count then.
+
+        Call it at a global-step boundary (every rank consumed the same number of items); such
+        a state resumes under any world size.
         """
-        if self._completed:
+        if consumed is None and self._completed:
             return self._state(self._total(), 0)
-        local = self._skip + self._yielded
+        if consumed is None:
+            consumed = self._yielded
+        local = self._skip + check_int("consumed", consumed, 0)
         length = self._shard.length(self._remaining(), self.drop_last)
         covered = self._shard.covered(length, local)
         if covered is None:  # mid-block: only this world size can resume it
