@@ -18,6 +18,11 @@ Construction (pure integers, exact):
    cycle, so the draws of a segment may come in any order: each segment is shuffled with a keyed
    bijection (:func:`distsampler.keyed.permute`). Class counts per segment come from ``prefix``.
 
+3. **Windows** (optional): cuts every ``window`` positions too. The Beatty interleave keeps the
+   class mix of every window within one of its share (per tree level), so cutting there makes
+   mini-batches of that size nearly exact (stratified sampling proper) while the order inside
+   each window stays random.
+
 The result: exact per-block counts, a random order inside segments, cycle order across them,
 and per-query cost O(C log C) per segment plus O(log) per position, independent of ``M``.
 Segments are short only when a class cycles fast (a tiny class drawn often); a class of one
@@ -141,6 +146,7 @@ def stratified_ranks(
     cycle: np.ndarray,
     base: np.ndarray,
     key: int,
+    window: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class and per-class rank of each position of one block.
 
@@ -151,6 +157,10 @@ def stratified_ranks(
         base: the class stream index of each class's first draw in this block; cycle ``q`` of
             class ``c`` covers stream indices ``[q * cycle[c], (q + 1) * cycle[c])``.
         key: the block's key (phases and segment shuffles derive from it).
+        window: if positive, also cut at every multiple of ``window``: the order is then shuffled
+            only within windows, whose class mix the Beatty tree keeps within one of the share
+            (per tree level), so batches of ``window`` positions barely vary. Only windows that
+            hold a requested position are materialised.
 
     Returns:
         ``(cls, k)``: class id and rank ``k`` in ``[0, counts[cls])`` of each position. For each
@@ -181,8 +191,14 @@ def stratified_ranks(
         nxt = k_hi + (-(b + k_hi)) % cyc
         if nxt < cnt:
             ends.append(int(tree.position_of(c, nxt)))
+    if window > 0:
+        frames = np.unique(pos // window)
+        starts.append(int(frames[0]) * window)
+        ends.append(min(total, (int(frames[-1]) + 1) * window))
+        cuts.append(np.minimum(np.concatenate([frames, frames + 1]) * window, total))
     seg0, seg_end = max(starts), min(ends)
     bounds = np.unique(np.concatenate([[seg0, seg_end], *cuts]).astype(np.int64))
+    bounds = bounds[(bounds >= seg0) & (bounds <= seg_end)]
     seg_start, seg_len = bounds[:-1], np.diff(bounds)
     # Per-class counts before each boundary: (J + 1, C).
     pre = np.stack([tree.prefix(c, bounds) for c in range(num)], axis=1)

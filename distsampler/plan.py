@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
+#: A stratified epoch is shuffled within windows of this many positions (and between member
+#: cycle ends), each window's class mix within one of its share: batches of 16, 32, ... positions
+#: barely vary while the order inside a window is random.
+STRATUM = 16
 _WOR_CHUNK = 1 << 22
 
 
@@ -117,7 +121,8 @@ class Stratified:
 
     Each epoch (and each continuation block of ``num_samples`` positions past its end) holds
     ``largest_remainder(num_samples, shares)`` draws of each class; the order comes from
-    :func:`distsampler.interleave.stratified_ranks`.
+    :func:`distsampler.interleave.stratified_ranks`, shuffled within windows of ``STRATUM``
+    positions whose class mix stays within one of the shares.
 
     * ``replacement=True``: class ``c`` walks one endless member stream across epochs (block
       ``b`` of epoch ``e`` continues where the previous left off), so the fewest epochs see every
@@ -153,11 +158,11 @@ class Stratified:
             key = make_key(seed, epoch, STRATA, int(b))
             if self.replacement:
                 base = self._stream_base(epoch) + b * counts
-                cls, k = stratified_ranks(local, counts, sizes, base, key)
+                cls, k = stratified_ranks(local, counts, sizes, base, key, STRATUM)
                 out[sel] = cycled_members(self.index, cls, base[cls] + k, make_key(seed, CYCLE))
             else:
                 ones = np.ones_like(counts)
-                cls, k = stratified_ranks(local, counts, ones, np.zeros_like(counts), key)
+                cls, k = stratified_ranks(local, counts, ones, np.zeros_like(counts), key, STRATUM)
                 out[sel] = cycled_members(self.index, cls, k, make_key(seed, epoch, CYCLE, int(b)))
         return out
 
