@@ -130,6 +130,67 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             self.epoch_batches = check_int("num_batches", num_batches, 1) * world
         self.sampler = _EpochForwarder(self)
 
+    @classmethod
+    def with_epoch_fractions(
+        cls,
+        labels,
+        batch_size: int,
+        fractions: Mapping[Hashable, float],
+        *,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        seed: int = 0,
+        shuffle_within_batch: bool = True,
+    ) -> DistributedQuotaBatchSampler:
+        """Each epoch draws a fixed fraction of each group, cycled: recipe "all positives plus
+        a fresh 25% of negatives" is ``fractions={"positive": 1.0, "negative": 0.25}``.
+
+        Group ``g`` contributes ``fraction * size`` draws per epoch (must be a whole number),
+        spread evenly over the batches; groups not named are left out. As every group is cycled,
+        ``1 / fraction`` epochs show each of its members exactly once. The per-epoch total must
+        fill whole batches on every rank (a multiple of ``batch_size * world_size``).
+        """
+        index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
+        bs = check_int("batch_size", batch_size, 1)
+        world, _ = resolve_world(num_replicas, rank)
+        if not isinstance(fractions, Mapping) or not fractions:
+            raise TypeError(f"fractions should be a non-empty mapping, but got {fractions!r}")
+        per_epoch: dict[Hashable, int] = {}
+        for name, f in fractions.items():
+            size = int(index.sizes[index.code(name, "fractions")])
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+                raise ValueError(f"fractions[{name!r}] should be in (0, 1], but got {f!r}")
+            draws = f * size
+            if abs(draws - round(draws)) > 1e-9:
+                raise ValueError(
+                    f"fractions[{name!r}]={f} of {size} samples is {draws:g} draws per epoch; "
+                    "pick a fraction that gives a whole number"
+                )
+            per_epoch[name] = round(draws)
+        total = sum(per_epoch.values())
+        if total % (bs * world):
+            raise ValueError(
+                f"the epoch draws {total} samples, not a multiple of batch_size x world size = "
+                f"{bs} x {world}; adjust the fractions or the batch size"
+            )
+        quotas: dict[Hashable, int | float] = {}
+        for name, draws in per_epoch.items():
+            exact = draws * bs / total
+            quotas[name] = int(round(exact)) if abs(exact - round(exact)) < 1e-9 else draws / total
+        for name in index.names:
+            if name not in per_epoch:
+                quotas[name] = 0
+        return cls(
+            index,
+            bs,
+            quotas,
+            num_batches=total // (bs * world),
+            num_replicas=num_replicas,
+            rank=rank,
+            seed=seed,
+            shuffle_within_batch=shuffle_within_batch,
+        )
+
     # -- argument parsing ----------------------------------------------------------------------
     def _parse_quotas(self, quotas) -> np.ndarray:
         """Expected draws of each group per batch (floats summing to batch_size)."""
