@@ -21,6 +21,8 @@ import numpy as np
 __all__ = ["GroupIndex", "as_array", "fingerprint", "from_coco"]
 
 _FINGERPRINT_SAMPLES = 1 << 20
+_CHUNK = 1 << 22
+_SCAN_GROUPS = 32  # up to this many groups, one vectorised scan per group beats a sort
 
 
 def as_array(values, name: str) -> np.ndarray:
@@ -102,35 +104,49 @@ class GroupIndex:
             arr = arr.astype(np.int64)
         if arr.dtype.kind in "iu":
             lo, hi = int(arr.min()), int(arr.max())
-            if hi - lo < (1 << 24):  # dense range: a bincount, then a stable radix sort
-                shifted = arr - lo if lo else arr
-                counts = np.bincount(shifted, minlength=hi - lo + 1)
+            if hi - lo < (1 << 24):  # dense range: one bincount gives names and sizes
+                counts = np.zeros(hi - lo + 1, dtype=np.int64)
+                for i in range(0, len(arr), _CHUNK):  # chunks: no N-sized int64 temporary
+                    part = arr[i : i + _CHUNK]
+                    counts += np.bincount(part - lo if lo else part, minlength=hi - lo + 1)
                 present = np.flatnonzero(counts)
-                remap = np.full(hi - lo + 1, -1, dtype=np.int64)
-                remap[present] = np.arange(len(present))
-                codes = remap[shifted]
-                names = tuple(int(v) + lo for v in present)
+                values, sizes = present + lo, counts[present]
             else:
-                uniq, codes = np.unique(arr, return_inverse=True)
-                names = tuple(int(v) for v in uniq)
+                values, sizes = np.unique(arr, return_counts=True)
+            names = tuple(int(v) for v in values)
         elif arr.dtype.kind in "UO":
-            uniq, codes = np.unique(arr.astype(str), return_inverse=True)
-            names = tuple(str(v) for v in uniq)
+            arr = arr.astype(str)
+            values, sizes = np.unique(arr, return_counts=True)
+            names = tuple(str(v) for v in values)
         else:
             raise TypeError(
                 f"{name} should hold integers or strings, but got dtype {arr.dtype} "
                 "(pass weights= for per-sample float weights)"
             )
-        return cls.from_codes(codes, names)
+        if len(names) <= _SCAN_GROUPS:  # few groups: one scan each, no codes array
+            return cls._from_scans(arr, values, names, sizes)
+        codes = np.searchsorted(values, arr).astype(np.int32)
+        return cls.from_codes(codes, names, sizes)
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, names: Sequence[Hashable]) -> GroupIndex:
+    def _from_scans(cls, arr, values, names, sizes) -> GroupIndex:
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        members = np.empty(len(arr), dtype=np.int32 if len(arr) < (1 << 31) else np.int64)
+        for g, v in enumerate(values):
+            members[offsets[g] : offsets[g + 1]] = np.flatnonzero(arr == v)
+        return cls(tuple(names), members, offsets)
+
+    @classmethod
+    def from_codes(
+        cls, codes: np.ndarray, names: Sequence[Hashable], sizes: np.ndarray | None = None
+    ) -> GroupIndex:
+        """Index from group codes ``0..len(names)-1`` (a stable sort: O(N) radix for int16)."""
         num = len(names)
         small = np.int16 if num < (1 << 15) else np.int32  # int16 keys sort by radix, O(N)
         order = np.argsort(codes.astype(small, copy=False), kind="stable")
         idx_dtype = np.int32 if len(codes) < (1 << 31) else np.int64
         members = order.astype(idx_dtype, copy=False)
-        counts = np.bincount(codes, minlength=num)
+        counts = np.bincount(codes, minlength=num) if sizes is None else np.asarray(sizes)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return cls(tuple(names), members, offsets)
 

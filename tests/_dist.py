@@ -102,33 +102,30 @@ def _all_gather(obj):
 
 
 @scenario
-def weighted_epochs(kwargs: dict, epochs: list[int]) -> dict:
-    """Each rank's stream per epoch, gathered over gloo; the world comes from the process group."""
+def contract(configs: list, epochs: list[int]) -> list:
+    """For each ``(kind, args, kwargs)``: every rank's stream and ``len`` per epoch, gathered.
+
+    The samplers get no ``num_replicas``/``rank``: they must find the world in the process
+    group, which wins over a contradicting torchrun environment.
+    """
+    import os
+
     import torch.distributed as dist
 
-    from distsampler import DistributedWeightedSampler
+    import distsampler
 
-    sampler = DistributedWeightedSampler(**kwargs)
-    assert sampler.num_replicas == dist.get_world_size() and sampler.rank == dist.get_rank()
-    streams = {}
-    for e in epochs:
-        sampler.set_epoch(e)
-        mine = list(sampler)
-        streams[e] = _all_gather({"len": len(sampler), "stream": mine})
-    return streams
-
-
-@scenario
-def quota_epochs(labels, batch_size: int, kwargs: dict, epochs: list[int]) -> dict:
-    from distsampler import DistributedQuotaBatchSampler
-
-    sampler = DistributedQuotaBatchSampler(labels, batch_size, **kwargs)
-    streams = {}
-    for e in epochs:
-        sampler.set_epoch(e)
-        mine = list(sampler)
-        streams[e] = _all_gather({"len": len(sampler), "stream": mine})
-    return streams
+    os.environ["WORLD_SIZE"], os.environ["RANK"] = "7", "5"  # must be ignored
+    out = []
+    for kind, args, kwargs in configs:
+        sampler = getattr(distsampler, kind)(*args, **kwargs)
+        assert (sampler.num_replicas, sampler.rank) == (dist.get_world_size(), dist.get_rank())
+        per_epoch = {}
+        for e in epochs:
+            sampler.set_epoch(e)
+            mine = list(sampler)
+            per_epoch[e] = _all_gather({"len": len(sampler), "stream": mine})
+        out.append(per_epoch)
+    return out
 
 
 @scenario
