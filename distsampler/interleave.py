@@ -40,6 +40,17 @@ from .keyed import derive, hash64, permute
 __all__ = ["BeattyTree", "stratified_ranks"]
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an already sorted array, in one pass (no sort, no hashing)."""
+    x = np.asarray(x)
+    if x.size == 0:
+        return x
+    keep = np.empty(x.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
+
+
 def _ceil_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -((-x) // y)
 
@@ -192,12 +203,14 @@ def stratified_ranks(
         if nxt < cnt:
             ends.append(int(tree.position_of(c, nxt)))
     if window > 0:
-        frames = np.unique(pos // window)
+        frames = sorted_unique(pos // window)
         starts.append(int(frames[0]) * window)
         ends.append(min(total, (int(frames[-1]) + 1) * window))
         cuts.append(np.minimum(np.concatenate([frames, frames + 1]) * window, total))
     seg0, seg_end = max(starts), min(ends)
-    bounds = np.unique(np.concatenate([[seg0, seg_end], *cuts]).astype(np.int64))
+    bounds = np.concatenate([[seg0, seg_end], *cuts]).astype(np.int64)
+    bounds.sort()
+    bounds = sorted_unique(bounds)
     bounds = bounds[(bounds >= seg0) & (bounds <= seg_end)]
     seg_start, seg_len = bounds[:-1], np.diff(bounds)
     # Per-class counts before each boundary: (J + 1, C).

@@ -9,6 +9,7 @@ from torch.utils.data import Sampler
 
 from ._state import EpochState
 from .groups import GroupIndex, fingerprint
+from .interleave import sorted_unique
 from .keyed import derive, make_key, permute, uniform
 from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
 from .topology import Shard, check_int, resolve_world
@@ -273,7 +274,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         num = len(per_epoch)
         out = np.empty((len(mb), bs), dtype=np.int64)
         blocks = mb // big
-        for b in np.unique(blocks):
+        for b in sorted_unique(blocks):
             sel = blocks == b
             m = mb[sel] - b * big
             key = make_key(self.seed, ep, QUOTA, int(b))
