@@ -33,7 +33,13 @@ def as_array(values, name: str) -> np.ndarray:
             raise ValueError(f"{name} should be a .npy file path, but got {name}={str(path)!r}")
         if not path.exists():
             raise FileNotFoundError(f"{name}: no such file: {str(path)!r}")
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:  # object arrays need pickle, which is never used
+            raise ValueError(
+                f"{name}: {str(path)!r} holds Python objects, which would need unpickling; "
+                f"save plain integers or strings ({err})"
+            ) from None
     elif hasattr(values, "detach") and hasattr(values, "cpu"):  # torch.Tensor
         arr = values.detach().cpu().numpy()
     else:
