@@ -113,7 +113,7 @@ class BeattyTree:
 
     def _went_left_before(self, node: int, i: np.ndarray, go_left: bool) -> np.ndarray:
         """Draws among the node's first ``i`` that go to the given side."""
-        n, a, ph = self.n[node], self.a[node], self.phase[node]
+        n, a, ph = max(int(self.n[node]), 1), self.a[node], self.phase[node]  # n = 0: no draws
         lcount = (i * a + ph) // n
         return lcount if go_left else i - lcount
 
@@ -144,7 +144,7 @@ class BeattyTree:
             if not inner.any():
                 return self.leaf[node]
             nd, ii = node[inner], i[inner]
-            n, a, ph = self.n[nd], self.a[nd], self.phase[nd]
+            n, a, ph = np.maximum(self.n[nd], 1), self.a[nd], self.phase[nd]
             before = (ii * a + ph) // n
             is_left = ((ii + 1) * a + ph) // n > before
             i[inner] = np.where(is_left, before, ii - before)

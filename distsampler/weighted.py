@@ -164,6 +164,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         shares.epoch_dependent = bool(getattr(strategy, "epoch_dependent", False))
         self._shares = shares
         digest = hashlib.blake2b(shares(0).tobytes(), digest_size=6).hexdigest()
+        if shares.epoch_dependent:  # shares at epoch 0 do not pin a schedule: its repr does
+            digest += ":" + repr(strategy)
         self._data = f"labels:{fingerprint(index.members)}:{len(sizes)}:{digest}"
         if self.stratify:
             self._plan = Stratified(index, shares, self.num_samples, self.replacement)

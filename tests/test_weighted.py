@@ -396,3 +396,29 @@ def test_string_labels_and_share_helper():
     s = DWS(labels=labels, class_weights=cw, num_replicas=1, rank=0)
     drawn = np.array(labels)[list(s)]
     assert (drawn == "camry").sum() == 30
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_stratified_local_batches_exact_with_block_size_batch_size(world):
+    # block_size = batch size hands each rank contiguous pieces of the plan, and any window
+    # of a two-class stratified plan holds each class within one of its share: every local
+    # batch of 32 holds 15, 16 or 17 minority samples (i.i.d. would range ~ 16 +- 3 sd).
+    for rank in range(world):
+        s = DWS(labels=CARS, num_replicas=world, rank=rank, block_size=32)
+        for e in range(2):
+            s.set_epoch(e)
+            drawn = CARS[list(s)]
+            for k in range(len(drawn) // 32):
+                if (k * world + rank + 1) * 32 > 2323:  # the batch reaches the padding
+                    break
+                assert abs(int(drawn[k * 32 : (k + 1) * 32].sum()) - 16) <= 1
+
+
+def test_epoch_dependent_schedules_are_part_of_the_configuration():
+    a = DWS(labels=CARS, class_weights=W.Progressive(5), num_replicas=1, rank=0)
+    b = DWS(labels=CARS, class_weights=W.Progressive(50), num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match="another configuration"):
+        b.load_state_dict(a.state_dict())
+    DWS(labels=CARS, class_weights=W.Progressive(5), num_replicas=1, rank=0).load_state_dict(
+        a.state_dict()
+    )
