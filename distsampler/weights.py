@@ -5,22 +5,46 @@ sample* of class ``c``; the share of draws class ``c`` receives is ``w_c * n_c /
 Every strategy is a callable ``strategy(counts, epoch) -> weights`` (numpy arrays, one entry per
 class in the label index's order), so it can be passed as ``class_weights=`` of
 :class:`distsampler.DistributedWeightedSampler`. Strategies with ``epoch_dependent = True``
-change with ``set_epoch``.
+change with ``set_epoch``; strategies with a ``bind(names)`` method are bound to the class names
+first.
+
+=========================  ==========================================  =========================
+strategy                   share of draws of class ``c`` (size n_c)    source
+=========================  ==========================================  =========================
+:func:`instance`           ``n_c`` (the data's own mix)                instance-balanced sampling
+:func:`balanced`           equal                                       class-balanced sampling
+:class:`Temperature`       ``n_c ** (1 / T)``                          Arivazhagan et al., 2019
+:data:`sqrt_frequency`     ``sqrt(n_c)``                               Mahajan et al., 2018
+:class:`EffectiveNumber`   ``n_c (1 - beta) / (1 - beta ** n_c)``      Cui et al., 2019
+:class:`Progressive`       instance -> balanced over ``T`` epochs      Kang et al., 2020
+:func:`target_shares`      fixed shares by class name
+:func:`repeat_factors`     per-*image* weights for multi-label data    Gupta et al., 2019 (LVIS)
+=========================  ==========================================  =========================
+
+``repeat_factors`` returns per-sample weights (``weights=`` of the sampler), not class weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import json
+import os
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "ClassWeighting",
+    "EffectiveNumber",
+    "Progressive",
     "TargetShares",
     "Temperature",
     "balanced",
+    "class_shares",
     "class_weights_from_shares",
+    "coco_image_categories",
+    "instance",
+    "repeat_factors",
     "resolve",
     "sqrt_frequency",
     "target_shares",
@@ -29,34 +53,106 @@ __all__ = [
 ClassWeighting = Callable[[np.ndarray, int], np.ndarray]
 
 
-def balanced(counts: np.ndarray, epoch: int = 0) -> np.ndarray:
-    """Inverse frequency ``1 / n_c``: every class receives the same share of the draws."""
+# -- validation ----------------------------------------------------------------------------------
+def _check_real(
+    name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> float:
+    """``value`` as a float in the interval; ``TypeError`` for bools and non-numbers."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} should be a real number, but got {name}={value!r}")
+    x = float(value)
+    too_low = x <= low if low_open else x < low
+    too_high = x >= high if high_open else x > high
+    if not np.isfinite(x) or too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if high == np.inf:
+            interval = f"{'(' if low_open else '['}{low:g}, inf)"
+        raise ValueError(f"{name} should be in {interval}, but got {name}={value!r}")
+    return x
+
+
+def _check_mapping(name: str, mapping: Mapping) -> None:
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise TypeError(f"{name} should be a non-empty mapping, but got {name}={mapping!r}")
+    for k, v in mapping.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}[{k!r}] should be a number, but got {v!r}")
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name}[{k!r}] should be finite and >= 0, but got {v!r}")
+    if sum(float(v) for v in mapping.values()) <= 0:
+        raise ValueError(f"{name} should have a positive entry, but all are zero")
+
+
+def _per_sample(share: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per-sample weights ``share / n`` (0 for empty classes)."""
+    return np.divide(share, counts, out=np.zeros_like(counts), where=counts > 0)
+
+
+# -- fixed strategies ----------------------------------------------------------------------------
+def instance(counts: np.ndarray, epoch: int = 0) -> np.ndarray:
+    """Weight 1 per sample: each class gets its own share of the data (instance-balanced)."""
     counts = np.asarray(counts, dtype=np.float64)
-    return np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return (counts > 0).astype(np.float64)
+
+
+def balanced(counts: np.ndarray, epoch: int = 0) -> np.ndarray:
+    """Inverse frequency ``1 / n_c``: every class receives the same share of the draws.
+
+    Class-balanced sampling, the usual ``WeightedRandomSampler`` recipe (Kang et al., 2020,
+    call it "class-balanced" and compare it with the other strategies here).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    return _per_sample(np.ones_like(counts), counts)
 
 
 @dataclass(frozen=True)
 class Temperature:
     """Share proportional to ``n_c ** (1 / T)``: T = 1 is the data's own mix, T -> inf balanced.
 
-    ``T = 2`` is square-root sampling (Mahajan et al., 2018), a common middle ground.
+    Temperature sampling of Arivazhagan et al., 2019 ("Massively Multilingual Neural Machine
+    Translation in the Wild", T = 5). ``T = 2`` is square-root sampling (Mahajan et al., 2018,
+    "Exploring the Limits of Weakly Supervised Pretraining"), a common middle ground.
     """
 
     temperature: float = 2.0
     epoch_dependent = False
 
     def __post_init__(self) -> None:
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
-            raise ValueError(f"temperature should be a positive number, but got temperature={t!r}")
+        _check_real("temperature", self.temperature, 0.0, np.inf, low_open=True)
 
     def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64)
-        share = counts ** (1.0 / self.temperature)
-        return np.divide(share, counts, out=np.zeros_like(counts), where=counts > 0)
+        return _per_sample(counts ** (1.0 / float(self.temperature)), counts)
 
 
 sqrt_frequency = Temperature(2.0)
+
+
+@dataclass(frozen=True)
+class EffectiveNumber:
+    """Weight ``(1 - beta) / (1 - beta ** n_c)``: the inverse of the effective number of samples.
+
+    Cui et al., 2019, "Class-Balanced Loss Based on Effective Number of Samples" (CVPR): a class
+    of ``n`` samples is worth ``E_n = (1 - beta ** n) / (1 - beta)`` distinct ones. The share of
+    draws is ``n_c / E_{n_c}``: ``beta = 0`` keeps the data's mix, ``beta -> 1`` balances the
+    classes; the paper uses ``beta`` in {0.9, 0.99, 0.999, 0.9999}.
+    """
+
+    beta: float = 0.999
+    epoch_dependent = False
+
+    def __post_init__(self) -> None:
+        _check_real("beta", self.beta, 0.0, 1.0, high_open=True)
+
+    def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
+        counts = np.asarray(counts, dtype=np.float64)
+        beta = float(self.beta)
+        if beta == 0.0:
+            return instance(counts)
+        effective = -np.expm1(counts * np.log(beta)) / (1.0 - beta)  # (1 - beta^n) / (1 - beta)
+        return np.divide(1.0, effective, out=np.zeros_like(counts), where=counts > 0)
 
 
 @dataclass(frozen=True)
@@ -86,8 +182,7 @@ class TargetShares:
         if len(self.names) != len(counts):
             raise RuntimeError("TargetShares must be bound to the class names first")
         share = np.array([float(self.shares.get(n, 0.0)) for n in self.names])
-        counts = np.asarray(counts, dtype=np.float64)
-        return np.divide(share, counts, out=np.zeros_like(counts), where=counts > 0)
+        return _per_sample(share, np.asarray(counts, dtype=np.float64))
 
 
 def target_shares(shares: Mapping[Hashable, float]) -> TargetShares:
@@ -95,6 +190,148 @@ def target_shares(shares: Mapping[Hashable, float]) -> TargetShares:
     return TargetShares(dict(shares))
 
 
+# -- a schedule over epochs ----------------------------------------------------------------------
+@dataclass(frozen=True, repr=False)
+class Progressive:
+    """Shares that move linearly from ``start`` to ``end`` over ``epochs`` epochs.
+
+    Progressively-balanced sampling of Kang et al., 2020, "Decoupling Representation and
+    Classifier for Long-Tailed Recognition" (ICLR): at epoch ``t`` the share of class ``c`` is
+    ``(1 - t / T) * p_start(c) + (t / T) * p_end(c)``, by default from instance-balanced (the
+    data's mix) to class-balanced. From epoch ``T`` on it stays at ``end``. Driven by
+    ``set_epoch`` (``epoch_dependent = True``), so use it with ``stratify=True`` (the default).
+
+    Args:
+        epochs: ``T``, the epoch at which the schedule reaches ``end`` (e.g. the training epochs).
+        start, end: strategies (or ``"instance"``, ``"balanced"``, ``"sqrt"``) whose shares are
+            mixed; epoch-dependent strategies are evaluated at the same epoch.
+    """
+
+    epochs: int
+    start: ClassWeighting | str = "instance"
+    end: ClassWeighting | str = "balanced"
+    epoch_dependent = True
+
+    def __post_init__(self) -> None:
+        e = self.epochs
+        if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, np.integer)):
+            raise TypeError(f"epochs should be a positive integer, but got epochs={e!r}")
+        if e < 1:
+            raise ValueError(f"epochs should be a positive integer, but got epochs={e!r}")
+        for name in ("start", "end"):
+            object.__setattr__(self, name, _strategy_arg(name, getattr(self, name)))
+
+    def __repr__(self) -> str:  # stable across processes: names, not object addresses
+        start, end = (getattr(s, "__name__", None) or repr(s) for s in (self.start, self.end))
+        return f"Progressive(epochs={self.epochs}, start={start}, end={end})"
+
+    def bind(self, names: tuple[Hashable, ...]) -> Progressive:
+        start, end = (
+            s.bind(names) if callable(getattr(s, "bind", None)) else s
+            for s in (self.start, self.end)
+        )
+        return Progressive(self.epochs, start, end)
+
+    def progress(self, epoch: int) -> float:
+        """``t / T`` clipped to [0, 1]: the weight of ``end`` at ``epoch``."""
+        return min(max(int(epoch), 0), self.epochs) / self.epochs
+
+    def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
+        counts = np.asarray(counts, dtype=np.float64)
+        t = self.progress(epoch)
+        share = (1.0 - t) * class_shares(self.start, counts, epoch) + t * class_shares(
+            self.end, counts, epoch
+        )
+        return _per_sample(share, counts)
+
+
+def _strategy_arg(name: str, spec) -> ClassWeighting:
+    if isinstance(spec, str):
+        if spec not in _NAMED:
+            raise ValueError(f"{name} should be one of {sorted(_NAMED)}, but got {name}={spec!r}")
+        return _NAMED[spec]
+    if not callable(spec):
+        raise TypeError(f"{name} should be a strategy (callable) or a name, but got {spec!r}")
+    return spec
+
+
+# -- per-image weights for multi-label data ------------------------------------------------------
+def repeat_factors(
+    image_categories: Sequence[Iterable[Hashable]], threshold: float = 0.001
+) -> np.ndarray:
+    """Per-image repeat factors of LVIS repeat-factor sampling, usable as ``weights=``.
+
+    Gupta, Dollar and Girshick, 2019, "LVIS: A Dataset for Large Vocabulary Instance
+    Segmentation" (CVPR): category ``c`` gets ``r_c = max(1, sqrt(t / f_c))`` with ``f_c`` the
+    fraction of images that contain ``c``; image ``i`` gets ``r_i = max_{c in i} r_c`` (1 for an
+    image without categories). Images of rare categories are drawn ``r_i`` times as often.
+
+    Args:
+        image_categories: for each image, the categories it contains (repeats are counted once),
+            e.g. from :func:`coco_image_categories`.
+        threshold: ``t``; categories in fewer than this fraction of images are repeated
+            (LVIS: 0.001).
+
+    Returns:
+        ``(num_images,)`` float64 weights; pass them as
+        ``DistributedWeightedSampler(weights=...)``.
+    """
+    t = _check_real("threshold", threshold, 0.0, 1.0, low_open=True)
+    if isinstance(image_categories, (str, bytes, Mapping)) or not isinstance(
+        image_categories, (Sequence, np.ndarray)
+    ):
+        raise TypeError(
+            "image_categories should be a sequence with one list of categories per image, "
+            f"but got {type(image_categories).__name__}"
+        )
+    if len(image_categories) == 0:
+        raise ValueError("image_categories should not be empty")
+    codes: dict[Hashable, int] = {}
+    lengths = np.empty(len(image_categories), dtype=np.int64)
+    flat: list[int] = []
+    for i, cats in enumerate(image_categories):
+        if isinstance(cats, (str, bytes)) or not isinstance(cats, Iterable):
+            raise TypeError(
+                f"image_categories[{i}] should be an iterable of categories, but got {cats!r}"
+            )
+        uniq = {codes.setdefault(c, len(codes)) for c in cats}
+        lengths[i] = len(uniq)
+        flat.extend(uniq)
+    cat = np.asarray(flat, dtype=np.int64)
+    image = np.repeat(np.arange(len(lengths)), lengths)
+    freq = np.bincount(cat, minlength=len(codes)) / len(lengths)  # f_c, (num_categories,)
+    factor = np.maximum(1.0, np.sqrt(t / np.maximum(freq, 1e-300)))
+    out = np.ones(len(lengths))
+    np.maximum.at(out, image, factor[cat])
+    return out
+
+
+def coco_image_categories(annotation_file: str | os.PathLike | Mapping) -> tuple:
+    """``(image_ids, categories)`` of a COCO file: the category ids of each image's annotations.
+
+    Images are in the order of ``images`` in the file (the order of
+    :func:`distsampler.groups.from_coco` with a ``default`` group), so
+    ``repeat_factors(categories)`` lines up with a dataset built from the same file.
+    """
+    if isinstance(annotation_file, Mapping):
+        coco = annotation_file
+    else:
+        with open(annotation_file, encoding="utf-8") as fh:
+            coco = json.load(fh)
+    for key in ("images", "annotations"):
+        if key not in coco:
+            raise ValueError(f"annotation_file has no {key!r} list; is it a COCO file?")
+    ids = np.asarray([int(img["id"]) for img in coco["images"]], dtype=np.int64)
+    where = {int(i): k for k, i in enumerate(ids)}
+    cats: list[list[int]] = [[] for _ in ids]
+    for ann in coco["annotations"]:
+        k = where.get(int(ann["image_id"]))
+        if k is not None:
+            cats[k].append(int(ann["category_id"]))
+    return ids, cats
+
+
+# -- helpers used by the samplers ----------------------------------------------------------------
 def class_weights_from_shares(shares: Mapping[Hashable, float], labels) -> dict:
     """Per-sample class weights (torch convention) that realise the target ``shares``.
 
@@ -109,26 +346,18 @@ def class_weights_from_shares(shares: Mapping[Hashable, float], labels) -> dict:
     return {n: float(x) for n, x in zip(index.names, w, strict=True) if n in shares}
 
 
-def _check_mapping(name: str, mapping: Mapping) -> None:
-    if not isinstance(mapping, Mapping) or not mapping:
-        raise TypeError(f"{name} should be a non-empty mapping, but got {name}={mapping!r}")
-    for k, v in mapping.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}[{k!r}] should be a number, but got {v!r}")
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name}[{k!r}] should be finite and >= 0, but got {v!r}")
-    if sum(float(v) for v in mapping.values()) <= 0:
-        raise ValueError(f"{name} should have a positive entry, but all are zero")
-
-
-_NAMED: dict[str, ClassWeighting] = {"balanced": balanced, "sqrt": sqrt_frequency}
+_NAMED: dict[str, ClassWeighting] = {
+    "balanced": balanced,
+    "instance": instance,
+    "sqrt": sqrt_frequency,
+}
 
 
 def resolve(spec, names: tuple[Hashable, ...]) -> ClassWeighting:
     """The strategy for a ``class_weights=`` argument bound to the label index's class names.
 
-    Accepts ``"balanced"``, ``"sqrt"``, a mapping class -> per-sample weight (classes not named
-    are an error), or any callable ``(counts, epoch) -> weights``.
+    Accepts ``"balanced"``, ``"instance"``, ``"sqrt"``, a mapping class -> per-sample weight
+    (classes not named are an error), or any callable ``(counts, epoch) -> weights``.
     """
     if isinstance(spec, str):
         if spec not in _NAMED:
@@ -162,6 +391,7 @@ def resolve(spec, names: tuple[Hashable, ...]) -> ClassWeighting:
 
 def class_shares(strategy: ClassWeighting, counts: np.ndarray, epoch: int) -> np.ndarray:
     """Normalised share of draws per class under ``strategy``, validated."""
+    counts = np.asarray(counts)
     w = np.asarray(strategy(counts, epoch), dtype=np.float64)
     if w.shape != counts.shape:
         raise ValueError(f"class_weights returned shape {w.shape}, expected {counts.shape}")
