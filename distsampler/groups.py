@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GroupIndex", "as_array", "fingerprint", "from_coco"]
+__all__ = ["GroupIndex", "as_array", "fingerprint", "from_coco", "load_coco"]
 
 _FINGERPRINT_SAMPLES = 1 << 20
 _CHUNK = 1 << 22
@@ -174,6 +174,19 @@ class GroupIndex:
         return cls(names, members, offsets)
 
 
+def load_coco(annotation_file: str | os.PathLike | Mapping) -> Mapping:
+    """A COCO annotation file (path or loaded dict), checked to have images and annotations."""
+    if isinstance(annotation_file, Mapping):
+        coco = annotation_file
+    else:
+        with open(annotation_file, encoding="utf-8") as fh:
+            coco = json.load(fh)
+    for key in ("images", "annotations"):
+        if key not in coco:
+            raise ValueError(f"annotation_file has no {key!r} list; is it a COCO file?")
+    return coco
+
+
 def from_coco(
     annotation_file: str | os.PathLike | Mapping,
     groups: Mapping[Hashable, Sequence[int]],
@@ -194,14 +207,7 @@ def from_coco(
         ``(image_ids, labels)`` in the order of ``images`` in the file: sample ``i`` of a
         dataset built from the same file in the same order has label ``labels[i]``.
     """
-    if isinstance(annotation_file, Mapping):
-        coco = annotation_file
-    else:
-        with open(annotation_file, encoding="utf-8") as fh:
-            coco = json.load(fh)
-    for key in ("images", "annotations"):
-        if key not in coco:
-            raise ValueError(f"annotation_file has no {key!r} list; is it a COCO file?")
+    coco = load_coco(annotation_file)
     if not groups:
         raise ValueError("groups should map at least one group name to category ids")
     known = {c["id"] for c in coco.get("categories", [])}

@@ -26,7 +26,6 @@ strategy                   share of draws of class ``c`` (size n_c)    source
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -313,14 +312,9 @@ def coco_image_categories(annotation_file: str | os.PathLike | Mapping) -> tuple
     :func:`distsampler.groups.from_coco` with a ``default`` group), so
     ``repeat_factors(categories)`` lines up with a dataset built from the same file.
     """
-    if isinstance(annotation_file, Mapping):
-        coco = annotation_file
-    else:
-        with open(annotation_file, encoding="utf-8") as fh:
-            coco = json.load(fh)
-    for key in ("images", "annotations"):
-        if key not in coco:
-            raise ValueError(f"annotation_file has no {key!r} list; is it a COCO file?")
+    from .groups import load_coco
+
+    coco = load_coco(annotation_file)
     ids = np.asarray([int(img["id"]) for img in coco["images"]], dtype=np.int64)
     where = {int(i): k for k, i in enumerate(ids)}
     cats: list[list[int]] = [[] for _ in ids]
