@@ -32,6 +32,7 @@ class EpochState:
     _done: int = 0  # local units of the finished chunks of the iteration in flight
     _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
+    _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
 
     def _config(self) -> str:
         raise NotImplementedError
@@ -80,6 +81,7 @@ class EpochState:
         """Serve this rank's share: ``convert(units)`` turns plan units into a list of items."""
         n = self._local_length()
         self._done, self._chunk, self._completed = 0, None, False
+        self._base = (self._resume, self._skip)
         for lo in range(0, n, chunk):
             items = convert(self._local_units(lo, min(n, lo + chunk)))
             it = iter(items)
@@ -111,8 +113,11 @@ class EpochState:
             return self._state(self._total(), 0)
         if consumed is None:
             consumed = self._yielded
-        local = self._skip + check_int("consumed", consumed, 0)
-        length = self._shard.length(self._remaining(), self.drop_last)
+        # A prefetching loader may have exhausted the iterator while the loop is still short
+        # of the end: count from where that pass started, not from the reset that followed.
+        resume, skip0 = self._base if self._completed else (self._resume, self._skip)
+        local = skip0 + check_int("consumed", consumed, 0)
+        length = self._shard.length(max(0, self._total() - resume), self.drop_last)
         covered = self._shard.covered(length, local)
         if covered is None:  # mid-block: only this world size can resume it
             covered, skip = (
@@ -121,7 +126,7 @@ class EpochState:
             )
         else:
             skip = 0
-        return self._state(min(self._total(), self._resume + covered), skip)
+        return self._state(min(self._total(), resume + covered), skip)
 
     def _state(self, consumed: int, skip: int) -> dict:
         return {

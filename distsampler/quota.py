@@ -316,7 +316,8 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         return (
             f"DistributedQuotaBatchSampler(data={fingerprint(self.index.members)}:"
             f"{len(self.index.names)}, batch_size={self.batch_size}, per_batch={{{q}}}, "
-            f"policies={pol}, num_batches={nb}, seed={self.seed}, "
+            f"policies={pol}, num_batches={nb}, epoch_batches={self.epoch_batches}, "
+            f"seed={self.seed}, "
             f"shuffle_within_batch={self.shuffle_within_batch})"
         )
 

@@ -281,3 +281,10 @@ def test_from_coco(tmp_path):
         from_coco(coco, {"defect": [9]})
     with pytest.raises(ValueError, match="COCO"):
         from_coco({"images": []}, {"defect": [1]})
+
+
+def test_state_under_explicit_num_batches_needs_the_same_epoch_length():
+    # num_batches is per rank, so the epoch (and the plan) depends on the world size there.
+    st = DQ(FACTORY, 8, {"defect": 3}, num_batches=5, num_replicas=2, rank=0).state_dict()
+    with pytest.raises(ValueError, match="another configuration"):
+        DQ(FACTORY, 8, {"defect": 3}, num_batches=5, num_replicas=4, rank=0).load_state_dict(st)

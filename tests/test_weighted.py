@@ -422,3 +422,19 @@ def test_epoch_dependent_schedules_are_part_of_the_configuration():
     DWS(labels=CARS, class_weights=W.Progressive(5), num_replicas=1, rank=0).load_state_dict(
         a.state_dict()
     )
+
+
+def test_consumed_count_after_a_prefetching_loader_exhausted_the_resumed_pass():
+    # Resume at 40 of 100; the loader drains the iterator (prefetch) while the loop has used
+    # only 10 more: the state must say 50 + 40 = consumed 50 of the epoch's 100, not 10.
+    s = DWS(weights=np.ones(100), num_replicas=1, rank=0)
+    it = iter(s)
+    for _ in range(40):
+        next(it)
+    state = s.state_dict()
+    r = DWS(weights=np.ones(100), num_replicas=1, rank=0)
+    r.load_state_dict(state)
+    assert len(list(r)) == 60  # the pass ran to its end ahead of the loop
+    assert r.state_dict(consumed=10)["consumed"] == 50
+    assert r.state_dict()["consumed"] == 100
+    assert len(r) == 100  # the next pass is a whole epoch again
