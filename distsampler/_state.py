@@ -8,6 +8,7 @@ quota sampler) taken by *all* ranks together, so it means the same under any wor
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,18 +78,30 @@ class EpochState:
         length, it = self._chunk
         return self._done + length - it.__length_hint__()
 
-    def _serve(self, chunk: int, convert) -> Iterator:
-        """Serve this rank's share: ``convert(units)`` turns plan units into a list of items."""
+    def _serve(self, chunk: int, convert, first: int | None = None) -> Iterator:
+        """Serve this rank's share: ``convert(units)`` turns plan units into a list of items.
+
+        Chunks start at ``first`` units (default ``chunk``) and double up to ``chunk``, so the
+        first item waits for a small chunk only. Items flow through ``itertools.chain`` (no
+        Python frame resumed per item); the bookkeeping runs once per chunk, and ``_yielded``
+        stays exact through the list iterator's length hint.
+        """
+        return itertools.chain.from_iterable(self._chunks(chunk, convert, first or chunk))
+
+    def _chunks(self, chunk: int, convert, size: int) -> Iterator[Iterator]:
         n = self._local_length()
         self._done, self._chunk, self._completed = 0, None, False
         self._base = (self._resume, self._skip)
-        for lo in range(0, n, chunk):
-            items = convert(self._local_units(lo, min(n, lo + chunk)))
+        lo = 0
+        while lo < n:
+            hi = min(n, lo + size)
+            items = convert(self._local_units(lo, hi))
             it = iter(items)
             self._chunk = (len(items), it)
-            yield from it
+            yield it
             self._done += len(items)
             self._chunk = None
+            lo, size = hi, min(chunk, 2 * size)
         self._finish()
 
     def _finish(self) -> None:

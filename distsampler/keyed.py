@@ -95,18 +95,24 @@ def _feistel(x, a, b, round_keys) -> np.ndarray:
     return (left << b) | right
 
 
-def permute(index, n, key) -> np.ndarray:
+def permute(index, n, key, group=None) -> np.ndarray:
     """Keyed bijection on ``[0, n)``: the image of ``index`` (int array, each ``< n``).
 
     ``n`` and ``key`` broadcast against ``index``, so each element may live in its own domain
     with its own key. The domain is rounded up to a power of two at most ``2 n``, so cycle
     walking takes fewer than two passes on average. Returns int64.
+
+    ``group``: optional int array like ``index``; ``key`` then holds one key per group and
+    element ``i`` uses ``key[group[i]]``: the same result as passing ``key[group]``, with the
+    round keys derived once per group instead of once per element.
     """
     idx = np.asarray(index, dtype=np.int64)
     n_arr = np.asarray(n, dtype=np.int64)
     k_arr = _u64(key)
     a, b = _split_bits(n_arr)
     rks = [derive(k_arr, r) for r in range(_ROUNDS)]
+    if group is not None:
+        rks = [rk[group] for rk in rks]
     out = _feistel(idx.astype(np.uint64), a, b, rks)
     nn = n_arr.astype(np.uint64)
     bad = out >= nn

@@ -17,7 +17,8 @@ from .topology import Shard, check_int, resolve_world
 __all__ = ["DistributedQuotaBatchSampler", "batch_counts"]
 
 POLICIES = ("cycle", "replace")
-_CHUNK_BATCHES = 4096
+_CHUNK_INDICES = 1 << 16  # indices a chunk, as for the index sampler
+_FIRST_INDICES = 1 << 10  # the first chunk
 
 
 def batch_counts(per_epoch: np.ndarray, num_batches: int, batches: np.ndarray, t0: int):
@@ -325,7 +326,9 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         return self.epoch_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return self._serve(_CHUNK_BATCHES, lambda mb: self.batches(mb).tolist())
+        chunk = max(1, _CHUNK_INDICES // self.batch_size)
+        first = max(1, _FIRST_INDICES // self.batch_size)
+        return self._serve(chunk, lambda mb: self.batches(mb).tolist(), first=first)
 
     def __len__(self) -> int:
         return self._local_length()

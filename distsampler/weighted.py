@@ -17,6 +17,7 @@ from .topology import Shard, check_int, resolve_world
 __all__ = ["DistributedWeightedSampler"]
 
 _CHUNK = 1 << 16
+_FIRST = 1 << 10  # first chunk: the first index comes sooner
 
 
 def _check_bool(name: str, value) -> bool:
@@ -223,7 +224,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
-        return self._serve(_CHUNK, lambda pos: self.indices(pos).tolist())
+        return self._serve(_CHUNK, lambda pos: self.indices(pos).tolist(), first=_FIRST)
 
     def __len__(self) -> int:
         return self._local_length()
