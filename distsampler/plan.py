@@ -241,29 +241,40 @@ class WeightedWithoutReplacement:
     num_samples: int
     _cache: dict = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self._positive = int(np.count_nonzero(self.weights))
+
+    def _chunks(self, key: int):
+        """``(indices, keys)`` of the positive weights, 4M samples at a time."""
+        n = len(self.weights)
+        dtype = np.int32 if n < 2**31 else np.int64
+        for lo in range(0, n, _WOR_CHUNK):
+            w = np.asarray(self.weights[lo : lo + _WOR_CHUNK], dtype=np.float64)
+            idx = (np.flatnonzero(w > 0) + lo).astype(dtype)
+            e = -np.log1p(-uniform(key, idx))  # Exp(1); uniform < 1 so log1p is finite
+            yield idx, e / w[idx - lo]
+
     def _order(self, seed: int, epoch: int, rnd: int) -> np.ndarray:
-        key = (seed, epoch, rnd)
-        if key not in self._cache:
-            self._cache.clear()
-            k = make_key(seed, epoch, WOR, rnd)
-            best_keys = np.empty(0)
-            best_idx = np.empty(0, dtype=np.int64)
-            n = len(self.weights)
-            for lo in range(0, n, _WOR_CHUNK):
-                idx = np.arange(lo, min(n, lo + _WOR_CHUNK), dtype=np.int64)
-                w = np.asarray(self.weights[lo : lo + _WOR_CHUNK], dtype=np.float64)
-                pos = w > 0
-                idx, w = idx[pos], w[pos]
-                e = -np.log1p(-uniform(k, idx))  # Exp(1); uniform < 1 so log1p is finite
-                keys = np.concatenate([best_keys, e / w])
-                cand = np.concatenate([best_idx, idx])
-                if len(keys) > self.num_samples:
-                    part = np.argpartition(keys, self.num_samples - 1)[: self.num_samples]
-                    keys, cand = keys[part], cand[part]
-                best_keys, best_idx = keys, cand
-            order = np.argsort(best_keys, kind="stable")
-            self._cache[key] = best_idx[order]
-        return self._cache[key]
+        """The round's first ``num_samples`` indices, by increasing key (cached per round)."""
+        if (seed, epoch, rnd) in self._cache:
+            return self._cache[(seed, epoch, rnd)]
+        self._cache.clear()
+        key, need = make_key(seed, epoch, WOR, rnd), self.num_samples
+        if need >= self._positive:  # every positive weight is drawn: one array, one sort
+            parts = list(self._chunks(key))
+            idx = np.concatenate([i for i, _ in parts])
+            keys = np.concatenate([k for _, k in parts])
+            del parts
+        else:  # keep the `need` smallest keys seen so far
+            idx, keys = np.empty(0, dtype=np.int32), np.empty(0)
+            for ci, ck in self._chunks(key):
+                keys, idx = np.concatenate([keys, ck]), np.concatenate([idx, ci])
+                if len(keys) > need:
+                    part = np.argpartition(keys, need - 1)[:need]
+                    keys, idx = keys[part], idx[part]
+        order = idx[np.argsort(keys, kind="stable")]
+        self._cache[(seed, epoch, rnd)] = order
+        return order
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         rnd, local = np.divmod(positions, self.num_samples)
