@@ -109,6 +109,14 @@ class EpochState:
         self._resume = self._skip = self._done = 0
         self._completed = True
 
+    def __len__(self) -> int:
+        """Local items of the next iteration (equal on every rank)."""
+        return self._local_length()
+
+    def __repr__(self) -> str:
+        config = self._config()  # "Name(...)": the world goes in before the closing bracket
+        return f"{config[:-1]}, num_replicas={self._shard.world}, rank={self._shard.rank})"
+
     # -- state -----------------------------------------------------------------------------
     def state_dict(self, consumed: int | None = None) -> dict:
         """The resume point: plain ints and strings (``torch.save``/JSON safe).

@@ -242,7 +242,7 @@ class WeightedWithoutReplacement:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._positive = int(np.count_nonzero(self.weights))
+        self.positive = int(np.count_nonzero(self.weights))
 
     def _chunks(self, key: int):
         """``(indices, keys)`` of the positive weights, 4M samples at a time."""
@@ -260,7 +260,7 @@ class WeightedWithoutReplacement:
             return self._cache[(seed, epoch, rnd)]
         self._cache.clear()
         key, need = make_key(seed, epoch, WOR, rnd), self.num_samples
-        if need >= self._positive:  # every positive weight is drawn: one array, one sort
+        if need >= self.positive:  # every positive weight is drawn: one array, one sort
             parts = list(self._chunks(key))
             idx = np.concatenate([i for i, _ in parts])
             keys = np.concatenate([k for _, k in parts])

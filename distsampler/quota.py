@@ -330,14 +330,6 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         first = max(1, _FIRST_INDICES // self.batch_size)
         return self._serve(chunk, lambda mb: self.batches(mb).tolist(), first=first)
 
-    def __len__(self) -> int:
-        return self._local_length()
-
-    def __repr__(self) -> str:
-        return self._config().replace(
-            ")", f", num_replicas={self.num_replicas}, rank={self.rank})", 1
-        )
-
 
 class _EpochForwarder:
     """``batch_sampler.sampler``: lets ``DataLoaderShard.set_epoch`` reach the batch sampler.

@@ -141,13 +141,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         if self.replacement:
             self._plan = WeightedIID.from_weights(w, self.num_samples)
         else:
-            positive = int(np.count_nonzero(w))
-            if self.num_samples > positive:
-                raise ValueError(
-                    "num_samples should be at most the number of positive weights without "
-                    f"replacement, but got num_samples={self.num_samples} > {positive}"
-                )
-            self._plan = WeightedWithoutReplacement(w, self.num_samples)
+            self._plan = self._without_replacement(w)
 
     def _init_labels(self, labels, class_weights, num_samples, stratify) -> None:
         index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
@@ -179,13 +173,17 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             per_class = W.class_shares(strategy, sizes, 0) / np.maximum(sizes, 1)
             w = np.empty(index.num_samples)
             w[index.members] = np.repeat(per_class, sizes)
-            positive = int(np.count_nonzero(w))
-            if self.num_samples > positive:
-                raise ValueError(
-                    "num_samples should be at most the number of samples with positive weight "
-                    f"without replacement, but got num_samples={self.num_samples} > {positive}"
-                )
-            self._plan = WeightedWithoutReplacement(w, self.num_samples)
+            self._plan = self._without_replacement(w)
+
+    def _without_replacement(self, w: np.ndarray) -> WeightedWithoutReplacement:
+        """The plan, refusing ``num_samples`` above the number of positive weights."""
+        plan = WeightedWithoutReplacement(w, self.num_samples)
+        if self.num_samples > plan.positive:
+            raise ValueError(
+                "num_samples should be at most the number of positive weights without "
+                f"replacement, but got num_samples={self.num_samples} > {plan.positive}"
+            )
+        return plan
 
     def _check_counts(self, epoch: int) -> None:
         if self.replacement:
@@ -225,11 +223,3 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     def __iter__(self) -> Iterator[int]:
         return self._serve(_CHUNK, lambda pos: self.indices(pos).tolist(), first=_FIRST)
-
-    def __len__(self) -> int:
-        return self._local_length()
-
-    def __repr__(self) -> str:
-        return self._config().replace(
-            ")", f", num_replicas={self.num_replicas}, rank={self.rank})", 1
-        )
