@@ -18,37 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GroupIndex", "as_array", "fingerprint", "from_coco", "load_coco"]
+from ._core.checks import as_array
+
+__all__ = ["GroupIndex", "fingerprint", "from_coco", "load_coco"]
 
 _FINGERPRINT_SAMPLES = 1 << 20
 _CHUNK = 1 << 22
 _SCAN_GROUPS = 32  # up to this many groups, one vectorised scan per group beats a sort
-
-
-def as_array(values, name: str) -> np.ndarray:
-    """A 1-D numpy view of a sequence, array, tensor or ``.npy`` path (memory-mapped)."""
-    if isinstance(values, (str, os.PathLike)):
-        path = Path(values)
-        if path.suffix != ".npy":
-            raise ValueError(f"{name} should be a .npy file path, but got {name}={str(path)!r}")
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: no such file: {str(path)!r}")
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as err:  # object arrays need pickle, which is never used
-            raise ValueError(
-                f"{name}: {str(path)!r} holds Python objects, which would need unpickling; "
-                f"save plain integers or strings ({err})"
-            ) from None
-    elif hasattr(values, "detach") and hasattr(values, "cpu"):  # torch.Tensor
-        arr = values.detach().cpu().numpy()
-    else:
-        arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise ValueError(f"{name} should not be empty")
-    return arr
 
 
 def fingerprint(arr: np.ndarray) -> str:

@@ -7,12 +7,13 @@ from collections.abc import Hashable, Iterator, Mapping
 import numpy as np
 from torch.utils.data import Sampler
 
-from ._state import EpochState
+from ._core.checks import check_int
+from ._core.keyed import derive, make_key, permute, uniform
+from ._core.plan import CYCLE, QUOTA, cycled_members, largest_remainder
+from ._core.sharding import Shard, resolve_world
+from ._core.state import EpochState
+from ._core.strata import sorted_unique
 from .groups import GroupIndex, fingerprint
-from .interleave import sorted_unique
-from .keyed import derive, make_key, permute, uniform
-from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
-from .topology import Shard, check_int, resolve_world
 
 __all__ = ["DistributedQuotaBatchSampler", "batch_counts"]
 

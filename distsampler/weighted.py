@@ -9,39 +9,16 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from . import weights as W
-from ._state import EpochState
-from .groups import GroupIndex, as_array, fingerprint
-from .plan import ClassIID, Stratified, WeightedIID, WeightedWithoutReplacement
-from .topology import Shard, check_int, resolve_world
+from ._core.checks import check_bool, check_int, check_weights
+from ._core.plan import ClassIID, Stratified, WeightedIID, WeightedWithoutReplacement
+from ._core.sharding import Shard, resolve_world
+from ._core.state import EpochState
+from .groups import GroupIndex, fingerprint
 
 __all__ = ["DistributedWeightedSampler"]
 
 _CHUNK = 1 << 16
 _FIRST = 1 << 10  # first chunk: the first index comes sooner
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} should be a boolean value, but got {name}={value!r}")
-    return bool(value)
-
-
-def _check_weights(weights) -> np.ndarray:
-    arr = as_array(weights, "weights")
-    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
-        raise TypeError(f"weights should hold real numbers, but got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"weights should be finite, but got weights[{i}]={arr[i]}")
-    neg = arr < 0
-    if neg.any():
-        i = int(np.flatnonzero(neg)[0])
-        raise ValueError(f"weights should be >= 0, but got weights[{i}]={arr[i]}")
-    if not (arr > 0).any():
-        raise ValueError("weights should have a positive entry, but all weights are zero")
-    return arr
 
 
 class DistributedWeightedSampler(Sampler[int], EpochState):
@@ -111,8 +88,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 "pass exactly one of weights= (per-sample weights) or labels= (class labels); "
                 "to combine them, pass weights=per_sample_weight * class_weight[label]"
             )
-        self.replacement = _check_bool("replacement", replacement)
-        self.drop_last = _check_bool("drop_last", drop_last)
+        self.replacement = check_bool("replacement", replacement)
+        self.drop_last = check_bool("drop_last", drop_last)
         self.seed = check_int("seed", seed, 0)
         world, rnk = resolve_world(num_replicas, rank)
         self._shard = Shard(world, rnk, check_int("block_size", block_size, 1))
@@ -122,7 +99,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
             if not (isinstance(class_weights, str) and class_weights == "balanced"):
                 raise ValueError("class_weights applies to labels=, not to weights=")
-            self._init_weights(_check_weights(weights), num_samples)
+            self._init_weights(check_weights(weights), num_samples)
         else:
             self._init_labels(labels, class_weights, num_samples, stratify)
         if self._shard.length(self.num_samples, self.drop_last) == 0:
@@ -149,7 +126,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         self.num_samples = check_int(
             "num_samples", index.num_samples if num_samples is None else num_samples, 1
         )
-        self.stratify = True if stratify is None else _check_bool("stratify", stratify)
+        self.stratify = True if stratify is None else check_bool("stratify", stratify)
         strategy = W.resolve(class_weights, index.names)
         sizes = index.sizes
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, cli
-from distsampler import diagnostics as D
+from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
 from distsampler import weights as W
+from distsampler.inspect import cli
+from distsampler.inspect import diagnostics as D
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 NAMES = ("defect", "normal")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distsampler.keyed import make_key, permute, uniform
+from distsampler._core.keyed import make_key, permute, uniform
 
 
 @pytest.mark.parametrize(
@@ -57,9 +57,18 @@ def test_keys_are_structured_not_added():
     assert make_key(5, 3) == make_key(5, 3)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
-def test_make_key_rejects_non_integers(bad):
-    with pytest.raises(ValueError, match="non-negative integers"):
+@pytest.mark.parametrize(
+    ("bad", "exc"),
+    [
+        (-1, ValueError),  # right type, wrong value
+        (2**63, ValueError),  # beyond 63 bits
+        (1.5, TypeError),  # wrong type: one rule everywhere
+        (True, TypeError),  # bool is never an int here
+        ("3", TypeError),
+    ],
+)
+def test_make_key_rejects_bad_parts(bad, exc):
+    with pytest.raises(exc, match="key part 0"):
         make_key(bad)
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from distsampler import DistributedWeightedSampler as DWS
 from distsampler import weights as W
-from distsampler.plan import largest_remainder
+from distsampler._core.plan import largest_remainder
 
 CARS = np.array([0] * 2246 + [1] * 77)  # class counts of a real two-car-model data set
 WEIGHTS = np.linspace(0.0, 2.0, 301)  # includes a zero weight
@@ -348,7 +348,7 @@ def test_state_from_another_sampler_type_is_refused():
         (dict(weights=[1.0], stratify=True), ValueError, "stratify=True needs labels"),
         (dict(weights=[1.0], class_weights="sqrt"), ValueError, "applies to labels"),
         (dict(weights=[1.0], num_replicas=2, rank=2), ValueError, "rank should be in"),
-        (dict(weights=[1.0], seed=-1), ValueError, "seed should be an integer >= 0"),
+        (dict(weights=[1.0], seed=-1), ValueError, "seed should be a non-negative integer"),
         (dict(weights=[1.0], block_size=0), ValueError, "block_size should be a positive"),
         (dict(weights=[1.0], num_replicas=2, rank=0, drop_last=True), ValueError, "drop_last"),
         (dict(labels=[0, 1], class_weights="nope"), ValueError, "class_weights should be one"),
@@ -370,7 +370,7 @@ def test_bad_input(kwargs, exc, match):
 
 def test_set_epoch_rejects_bad_values():
     s = DWS(weights=[1.0], num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match="epoch should be an integer >= 0"):
+    with pytest.raises(ValueError, match="epoch should be a non-negative integer"):
         s.set_epoch(-1)
     with pytest.raises(TypeError, match="epoch should be an integer"):
         s.set_epoch(1.0)

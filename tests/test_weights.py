@@ -9,7 +9,7 @@ import pytest
 
 from distsampler import DistributedWeightedSampler
 from distsampler import weights as W
-from distsampler.plan import largest_remainder
+from distsampler._core.plan import largest_remainder
 
 # -- hand-computed weights -----------------------------------------------------------------------
 R2 = math.sqrt(2.0)

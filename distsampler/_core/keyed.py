@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import MAX_SEED, check_int
+
 __all__ = ["derive", "hash64", "make_key", "permute", "uniform"]
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -29,9 +31,8 @@ _ROUNDS = 4
 
 def make_key(*parts: int) -> int:
     """A 64-bit key from a tuple of non-negative ints (seed, epoch, stream, ...)."""
-    for p in parts:
-        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 0:
-            raise ValueError(f"key parts should be non-negative integers, but got {parts!r}")
+    for i, p in enumerate(parts):
+        check_int(f"key part {i}", p, 0, MAX_SEED)
     ss = np.random.SeedSequence([int(p) for p in parts])
     return int(ss.generate_state(1, np.uint64)[0])
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import weights as W
+from ..groups import GroupIndex, from_coco
+from ..quota import DistributedQuotaBatchSampler
+from ..weighted import DistributedWeightedSampler
 from . import diagnostics as D
-from . import weights as W
-from .groups import GroupIndex, from_coco
-from .quota import DistributedQuotaBatchSampler
-from .weighted import DistributedWeightedSampler
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distsampler.interleave import BeattyTree, stratified_ranks
+from distsampler._core.strata import BeattyTree, stratified_ranks
 
 case = st.integers(1, 6).flatmap(
     lambda c: st.tuples(

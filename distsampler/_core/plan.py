@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .groups import GroupIndex
-from .interleave import sorted_unique, stratified_ranks
+from ..groups import GroupIndex
 from .keyed import derive, make_key, permute, uniform
+from .strata import sorted_unique, stratified_ranks
 
 __all__ = [
     "ClassIID",

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .groups import GroupIndex
-from .topology import Shard
+from .._core.sharding import Shard
+from ..groups import GroupIndex
 
 __all__ = [
     "TORCH_MULTINOMIAL_LIMIT",

@@ -19,17 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Shard", "check_int", "resolve_world"]
+from .checks import check_int
 
-
-def check_int(name: str, value, minimum: int = 0) -> int:
-    """``value`` as an int ``>= minimum``; rejects bools, floats and other types by name."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} should be an integer, but got {name}={value!r}")
-    if value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} should be {what}, but got {name}={value!r}")
-    return int(value)
+__all__ = ["Shard", "resolve_world"]
 
 
 def resolve_world(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .topology import Shard, check_int
+from .checks import check_int
+from .sharding import Shard
 
 STATE_VERSION = 1
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distsampler.topology import Shard, resolve_world
+from distsampler._core.sharding import Shard, resolve_world
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_positions_random_access():
     [
         ((2, 2), ValueError, "rank should be in"),
         ((0, 0), ValueError, "num_replicas should be a positive integer"),
-        ((2, -1), ValueError, "rank should be an integer >= 0"),
+        ((2, -1), ValueError, "rank should be a non-negative integer"),
         ((True, 0), TypeError, "num_replicas should be an integer"),
         ((2.0, 0), TypeError, "num_replicas should be an integer"),
     ],
