@@ -1,10 +1,21 @@
 """The label index: the members of each group, found in one pass over the labels.
 
-Groups (classes) are stored the way a counting sort leaves them: all members in one array,
-group ``g`` at ``members[offsets[g]:offsets[g + 1]]``, in increasing dataset index. Members are
-int32 where the dataset fits (4 bytes a sample). Labels can come from a ``.npy`` file opened
-memory-mapped, and :meth:`GroupIndex.save` / :meth:`GroupIndex.load` keep the index itself in
-``.npy`` files that ranks of one node map and share. Nothing is ever unpickled.
+Three ways to build one, one layout for all of them:
+
+* :meth:`GroupIndex.from_labels`: one label per sample (single-label data).
+* :meth:`GroupIndex.from_label_sets`: a set of labels per sample (multi-label detection and
+  medical data): a sample belongs to every group it names, so groups overlap.
+* :meth:`GroupIndex.from_sizes`: contiguous ranges (the parts of a ``ConcatDataset``: web,
+  books, code); only the offsets are stored, O(number of groups) memory at any dataset size.
+
+Groups are stored the way a counting sort leaves them: all members in one array, group ``g``
+at ``members[offsets[g]:offsets[g + 1]]``, in increasing dataset index, int32 where the dataset
+fits (4 bytes a member). A range index has no member array: member ``j`` of group ``g`` is
+``offsets[g] + j``. Every plan reads members through :meth:`GroupIndex.member`, so a stored and
+an implicit index of the same groups give identical plans.
+
+:meth:`GroupIndex.save` / :meth:`GroupIndex.load` keep the index in ``.npy`` and ``.json``
+files that the ranks of one node memory-map and share. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -12,25 +23,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ._core.checks import as_array
+from ._core.checks import MAX_SIZE, as_array, check_bool, check_int
 
-__all__ = ["GroupIndex", "fingerprint", "from_coco", "load_coco"]
+__all__ = ["GroupIndex", "fingerprint", "from_coco"]
 
 _FINGERPRINT_SAMPLES = 1 << 20
 _CHUNK = 1 << 22
 _SCAN_GROUPS = 32  # up to this many groups, one vectorised scan per group beats a sort
+_FORMAT = 2  # version of the saved layout (meta.json); 1 had no meta.json
 
 
 def fingerprint(arr: np.ndarray) -> str:
     """A short digest of an array: its length, dtype and up to 2**20 evenly spaced entries.
 
-    Cheap at 1e8 entries; catches a different dataset, not a single flipped label.
+    Cheap at 1e8 entries (also memory-mapped: it reads 2**20 of them); catches a different
+    dataset, not a single flipped label.
     """
     step = max(1, len(arr) // _FINGERPRINT_SAMPLES)
     h = hashlib.blake2b(digest_size=8)
@@ -39,27 +53,84 @@ def fingerprint(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _index_dtype(n: int) -> type:
+    return np.int32 if n < (1 << 31) else np.int64
+
+
 @dataclass(frozen=True)
 class GroupIndex:
-    """Members of each group of a labelled dataset.
+    """Members of each group of a dataset of ``num_samples`` samples.
 
     Attributes:
-        names: the group labels, sorted (ints or strings as given).
-        members: dataset indices grouped by label, int32 when the dataset has < 2**31 samples.
+        names: the group names (ints or strings); sorted, except for :meth:`from_sizes`,
+            which keeps the dataset order of its ranges.
+        members: dataset indices grouped by name, int32 when the dataset has < 2**31 samples;
+            ``None`` for a range index (:meth:`from_sizes`).
         offsets: ``len(names) + 1`` int64 boundaries into ``members``.
+        num_samples: the dataset size ``N`` (``len(index)``). With label sets a sample may sit
+            in several groups or in none, so ``offsets[-1]`` may differ from ``N``.
+        multilabel: whether groups may overlap (built from label sets with a sample in more
+            than one group).
+
+    Trap: the index must describe the dataset the loader reads, in the same order: check
+    ``len(index) == len(dataset)``.
     """
 
     names: tuple[Hashable, ...]
-    members: np.ndarray
+    members: np.ndarray | None
     offsets: np.ndarray
+    num_samples: int = -1
+    multilabel: bool = False
+
+    def __post_init__(self) -> None:
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        object.__setattr__(self, "offsets", offsets)
+        if offsets.ndim != 1 or len(offsets) != len(self.names) + 1 or offsets[0] != 0:
+            raise ValueError(
+                f"offsets should be {len(self.names) + 1} boundaries starting at 0, "
+                f"but got shape {offsets.shape}"
+            )
+        if (np.diff(offsets) < 0).any():
+            raise ValueError("offsets should be non-decreasing")
+        total = int(offsets[-1])
+        if self.num_samples == -1:
+            object.__setattr__(self, "num_samples", total)
+        n = check_int("num_samples", self.num_samples, 1, MAX_SIZE)
+        if self.members is None and total != n:
+            raise ValueError(f"a range index covers {total} samples, not num_samples={n}")
+        if self.members is not None and len(self.members) != total:
+            raise ValueError(f"members has {len(self.members)} entries, offsets say {total}")
+
+    # -- reading -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.num_samples
 
     @property
     def sizes(self) -> np.ndarray:
+        """Members per group (with label sets: samples *containing* the group), int64."""
         return np.diff(self.offsets)
 
     @property
-    def num_samples(self) -> int:
-        return int(self.offsets[-1])
+    def is_range(self) -> bool:
+        """Groups are contiguous ranges with no stored member array (:meth:`from_sizes`)."""
+        return self.members is None
+
+    def member(self, groups: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Member ``j`` of group ``groups`` (arrays, broadcast), as int64 dataset indices.
+
+        The one accessor every plan uses: stored and range indices give the same answer.
+        """
+        at = self.offsets[groups] + j
+        if self.members is None:
+            return np.asarray(at, dtype=np.int64)
+        return self.members[at].astype(np.int64)
+
+    def group(self, g: int) -> np.ndarray:
+        """All members of group ``g`` (for a range index, a fresh ``arange``)."""
+        lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
+        if self.members is None:
+            return np.arange(lo, hi, dtype=np.int64)
+        return self.members[lo:hi]
 
     def code(self, name: Hashable, argument: str) -> int:
         """Group id of ``name``; a clear error naming ``argument`` if there is no such group."""
@@ -75,12 +146,26 @@ class GroupIndex:
     def _codes(self) -> dict[Hashable, int]:
         return {n: i for i, n in enumerate(self.names)}
 
-    def group(self, g: int) -> np.ndarray:
-        return self.members[self.offsets[g] : self.offsets[g + 1]]
+    def fingerprint(self) -> str:
+        """A short digest of the groups (names, sizes, sampled members and ``N``)."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(json.dumps([_plain(n) for n in self.names]).encode())
+        h.update(self.offsets.tobytes())
+        h.update(f"{self.num_samples}:{self.multilabel}".encode())
+        if self.members is not None:
+            h.update(fingerprint(self.members).encode())
+        return h.hexdigest()
 
+    # -- building ----------------------------------------------------------------------------
     @classmethod
-    def from_labels(cls, labels, name: str = "labels") -> GroupIndex:
-        """Index ``labels`` (ints or strings; sequence, array, tensor or ``.npy`` path)."""
+    def from_labels(cls, labels: Any, name: str = "labels") -> GroupIndex:
+        """Index one label per sample (ints or strings; sequence, array, tensor or ``.npy`` path).
+
+        Example:
+            >>> index = GroupIndex.from_labels(["normal", "defect", "normal"])
+            >>> index.names, index.sizes.tolist(), index.group(1).tolist()
+            (('defect', 'normal'), [1, 2], [0, 2])
+        """
         arr = as_array(labels, name)
         if arr.dtype.kind == "b":
             arr = arr.astype(np.int64)
@@ -113,7 +198,7 @@ class GroupIndex:
     @classmethod
     def _from_scans(cls, arr, values, names, sizes) -> GroupIndex:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        members = np.empty(len(arr), dtype=np.int32 if len(arr) < (1 << 31) else np.int64)
+        members = np.empty(len(arr), dtype=_index_dtype(len(arr)))
         for g, v in enumerate(values):
             members[offsets[g] : offsets[g + 1]] = np.flatnonzero(arr == v)
         return cls(tuple(names), members, offsets)
@@ -126,86 +211,283 @@ class GroupIndex:
         num = len(names)
         small = np.int16 if num < (1 << 15) else np.int32  # int16 keys sort by radix, O(N)
         order = np.argsort(codes.astype(small, copy=False), kind="stable")
-        idx_dtype = np.int32 if len(codes) < (1 << 31) else np.int64
-        members = order.astype(idx_dtype, copy=False)
+        members = order.astype(_index_dtype(len(codes)), copy=False)
         counts = np.bincount(codes, minlength=num) if sizes is None else np.asarray(sizes)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return cls(tuple(names), members, offsets)
 
+    @classmethod
+    def from_pairs(
+        cls,
+        samples: np.ndarray,
+        codes: np.ndarray,
+        names: Sequence[Hashable],
+        num_samples: int,
+    ) -> GroupIndex:
+        """Index "sample ``samples[i]`` has group ``codes[i]``" pairs (multi-label, vectorised).
+
+        Repeated pairs count once; groups without a member are dropped. The fast path for
+        large multi-label data (a sparse label matrix in coordinate form).
+        """
+        n = check_int("num_samples", num_samples, 1, MAX_SIZE)
+        s = np.asarray(samples, dtype=np.int64).ravel()
+        c = np.asarray(codes, dtype=np.int64).ravel()
+        if s.shape != c.shape:
+            raise ValueError(f"samples and codes should have one shape, got {s.shape}, {c.shape}")
+        if s.size and (s.min() < 0 or s.max() >= n):
+            raise ValueError(f"samples should be in [0, num_samples={n}), got {s.min()}..{s.max()}")
+        if c.size and (c.min() < 0 or c.max() >= len(names)):
+            raise ValueError(f"codes should be in [0, {len(names)}), got {c.min()}..{c.max()}")
+        key = np.unique(c * n + s)  # sorted by group, then by sample; duplicates gone
+        grp, member = np.divmod(key, n)
+        counts = np.bincount(grp, minlength=len(names))
+        keep = np.flatnonzero(counts)
+        if keep.size == 0:
+            raise ValueError("no sample has a label: the index would have no group")
+        offsets = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        per_sample = np.bincount(member, minlength=n)
+        return cls(
+            tuple(names[g] for g in keep),
+            member.astype(_index_dtype(n)),
+            offsets,
+            num_samples=n,
+            multilabel=bool((per_sample > 1).any()),
+        )
+
+    @classmethod
+    def from_label_sets(
+        cls,
+        label_sets: Any,
+        *,
+        names: Sequence[Hashable] | None = None,
+        background: Hashable | None = None,
+    ) -> GroupIndex:
+        """Index multi-label data: a sample belongs to every group it names.
+
+        Args:
+            label_sets: one iterable of labels per sample (``[["scratch"], [], ["scratch",
+                "dent"]]``, ints or strings), or a multi-hot ``(N, C)`` bool/int array or
+                tensor (nonzero = has the label).
+            names: with a multi-hot array, the ``C`` column names (default ``0..C-1``).
+            background: group of the samples without any label (default: they belong to no
+                group and are never drawn).
+
+        ``len(index)`` is ``N``; ``sizes[c]`` counts the samples containing ``c``. Groups are
+        sorted by name; labels that no sample carries do not become groups.
+
+        Example:
+            >>> index = GroupIndex.from_label_sets(
+            ...     [["scratch"], [], ["scratch", "dent"]], background="ok")
+            >>> index.names, index.sizes.tolist(), index.group(2).tolist()
+            (('dent', 'ok', 'scratch'), [1, 1, 2], [0, 2])
+        """
+        if hasattr(label_sets, "detach") and hasattr(label_sets, "cpu"):  # torch.Tensor
+            label_sets = label_sets.detach().cpu().numpy()
+        if isinstance(label_sets, np.ndarray) and label_sets.ndim == 2:
+            samples, codes, found = _multi_hot(label_sets, names)
+        else:
+            if names is not None:
+                raise TypeError("names= applies to a multi-hot (N, C) array, not to label lists")
+            samples, codes, found = _label_lists(label_sets)
+        n = len(label_sets)
+        if n == 0:
+            raise ValueError("label_sets should not be empty")
+        if background is not None:
+            if background in found:
+                raise ValueError(
+                    f"background={background!r} is also a label; pick a name no sample carries"
+                )
+            bare = np.flatnonzero(np.bincount(samples, minlength=n) == 0)
+            samples = np.concatenate([samples, bare])
+            codes = np.concatenate([codes, np.full(len(bare), len(found), dtype=np.int64)])
+            found = [*found, background]
+        order = sorted(range(len(found)), key=lambda g: _sort_key(found[g]))
+        rank = np.empty(len(found), dtype=np.int64)
+        rank[order] = np.arange(len(found))
+        return cls.from_pairs(samples, rank[codes], [found[g] for g in order], n)
+
+    @classmethod
+    def from_sizes(cls, sizes: Mapping[Hashable, int]) -> GroupIndex:
+        """Groups that are contiguous ranges, in dataset order: O(number of groups) memory.
+
+        ``sizes`` maps each source to its number of samples, in the order the dataset holds
+        them (e.g. the parts of a ``ConcatDataset``). Nothing of size ``N`` is stored: member
+        ``j`` of group ``g`` is ``offsets[g] + j``. Names keep the mapping's order.
+
+        Example:
+            >>> index = GroupIndex.from_sizes({"web": 6_000_000_000, "books": 3_000_000_000})
+            >>> len(index), index.offsets.tolist()
+            (9000000000, [0, 6000000000, 9000000000])
+        """
+        if not isinstance(sizes, Mapping) or not sizes:
+            raise TypeError(f"sizes should be a non-empty mapping name -> count, got {sizes!r}")
+        counts = [check_int(f"sizes[{k!r}]", v, 1) for k, v in sizes.items()]
+        total = sum(counts)
+        if total > MAX_SIZE:
+            raise ValueError(f"sizes should sum to at most {MAX_SIZE}, but sum to {total}")
+        offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        return cls(tuple(sizes), None, offsets, num_samples=total)
+
+    # -- files -------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``members.npy``, ``offsets.npy`` and ``names.json`` (no pickles)."""
+        """Write ``offsets.npy``, ``names.json``, ``meta.json`` and ``members.npy`` (no pickles).
+
+        Build and save once per node (local rank 0), then :meth:`load` with ``mmap=True`` in
+        every rank: the ranks share one copy of the pages.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        np.save(d / "members.npy", self.members)
+        if self.members is not None:
+            np.save(d / "members.npy", self.members)
         np.save(d / "offsets.npy", self.offsets)
-        (d / "names.json").write_text(json.dumps(list(self.names)))
+        (d / "names.json").write_text(json.dumps([_plain(n) for n in self.names]))
+        meta = {
+            "format": _FORMAT,
+            "num_samples": int(self.num_samples),
+            "multilabel": bool(self.multilabel),
+            "ranges": self.members is None,
+        }
+        (d / "meta.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, directory: str | os.PathLike, mmap: bool = True) -> GroupIndex:
         """Load a saved index; ``mmap=True`` maps ``members`` so a node's ranks share pages."""
         d = Path(directory)
-        members = np.load(d / "members.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        mmap = check_bool("mmap", mmap)
         offsets = np.load(d / "offsets.npy", allow_pickle=False)
         names = tuple(json.loads((d / "names.json").read_text()))
-        return cls(names, members, offsets)
+        meta_file = d / "meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        if meta.get("ranges"):
+            members = None
+        else:
+            members = np.load(
+                d / "members.npy", mmap_mode="r" if mmap else None, allow_pickle=False
+            )
+        return cls(
+            names,
+            members,
+            offsets,
+            num_samples=int(meta.get("num_samples", int(offsets[-1]))),
+            multilabel=bool(meta.get("multilabel", False)),
+        )
 
 
-def load_coco(annotation_file: str | os.PathLike | Mapping) -> Mapping:
-    """A COCO annotation file (path or loaded dict), checked to have images and annotations."""
-    if isinstance(annotation_file, Mapping):
-        coco = annotation_file
-    else:
-        with open(annotation_file, encoding="utf-8") as fh:
-            coco = json.load(fh)
-    for key in ("images", "annotations"):
-        if key not in coco:
-            raise ValueError(f"annotation_file has no {key!r} list; is it a COCO file?")
-    return coco
+def _plain(name: Hashable) -> Any:
+    """A group name as JSON can hold it (numpy ints become ints)."""
+    return int(name) if isinstance(name, np.integer) else name
+
+
+def _sort_key(name: Hashable) -> tuple:
+    return (isinstance(name, str), name)
+
+
+def _multi_hot(arr: np.ndarray, names) -> tuple[np.ndarray, np.ndarray, list]:
+    if arr.dtype.kind not in "biu":
+        raise TypeError(f"a multi-hot label_sets should be bool or int, got dtype {arr.dtype}")
+    cols = list(range(arr.shape[1])) if names is None else list(names)
+    if len(cols) != arr.shape[1]:
+        raise ValueError(f"names has {len(cols)} entries for {arr.shape[1]} columns")
+    if len(set(cols)) != len(cols):
+        raise ValueError("names should be distinct")
+    samples, codes = np.nonzero(arr)
+    return samples.astype(np.int64), codes.astype(np.int64), cols
+
+
+def _label_lists(label_sets: Any) -> tuple[np.ndarray, np.ndarray, list]:
+    if isinstance(label_sets, (str, bytes, Mapping)) or not isinstance(
+        label_sets, (Sequence, np.ndarray)
+    ):
+        raise TypeError(
+            "label_sets should be a sequence with one iterable of labels per sample, or a "
+            f"multi-hot (N, C) array, but got {type(label_sets).__name__}"
+        )
+    codes: dict[Hashable, int] = {}
+    lengths = np.empty(len(label_sets), dtype=np.int64)
+    flat: list[int] = []
+    for i, labels in enumerate(label_sets):
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+            raise TypeError(
+                f"label_sets[{i}] should be an iterable of labels, but got "
+                f"{type(labels).__name__} {labels!r:.40}"
+            )
+        before = len(flat)
+        for label in labels:
+            if isinstance(label, np.generic):
+                label = label.item()
+            if isinstance(label, bool) or not isinstance(label, (int, str)):
+                raise TypeError(
+                    f"label_sets[{i}] holds {type(label).__name__} {label!r:.40}; labels "
+                    "should be ints or strings"
+                )
+            flat.append(codes.setdefault(label, len(codes)))
+        lengths[i] = len(flat) - before
+    kinds = {type(k) for k in codes}
+    if len(kinds) > 1:
+        raise TypeError("label_sets mixes int and str labels; use one kind")
+    samples = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    return samples, np.asarray(flat, dtype=np.int64), list(codes)
 
 
 def from_coco(
     annotation_file: str | os.PathLike | Mapping,
-    groups: Mapping[Hashable, Sequence[int]],
+    groups: Mapping[Hashable, Sequence[int]] | None = None,
     default: Hashable = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map each image of a COCO annotation file to one group.
+    *,
+    multilabel: bool = False,
+    background: Hashable = None,
+) -> tuple[np.ndarray, Any]:
+    """Groups of the images of a COCO annotation file, in the order of its ``images``.
 
-    An image belongs to the first group in ``groups`` (in the mapping's order) that lists a
-    category id of any of its annotations; images matching none get ``default`` (or are left out
-    when ``default`` is None).
+    Two modes:
 
-    Args:
-        annotation_file: path to a COCO ``instances_*.json`` or the loaded dict.
-        groups: group name -> category ids, e.g. ``{"defect": [1, 2]}``.
-        default: group of images that match no listed category (e.g. ``"normal"``).
+    * single-label (``groups=``): each image belongs to the first group in ``groups`` (in the
+      mapping's order) that lists a category id of any of its annotations; images matching
+      none get ``default`` (or are left out when ``default`` is None). Returns
+      ``(image_ids, labels)``.
+    * ``multilabel=True``: one group per category *name*; an image belongs to every category
+      it holds; images without annotations go to ``background`` (if given, else to no
+      group). Returns ``(image_ids, index)`` with a :class:`GroupIndex`, every image kept.
 
-    Returns:
-        ``(image_ids, labels)`` in the order of ``images`` in the file: sample ``i`` of a
-        dataset built from the same file in the same order has label ``labels[i]``.
+    Sample ``i`` of a dataset built from the same file in the same order is image
+    ``image_ids[i]``.
+
+    Example:
+        >>> coco = {"images": [{"id": 7}, {"id": 9}],
+        ...         "categories": [{"id": 1, "name": "scratch"}, {"id": 2, "name": "dent"}],
+        ...         "annotations": [{"image_id": 7, "category_id": 1},
+        ...                         {"image_id": 7, "category_id": 2}]}
+        >>> ids, index = from_coco(coco, multilabel=True, background="ok")
+        >>> ids.tolist(), index.names, [index.group(g).tolist() for g in range(3)]
+        ([7, 9], ('dent', 'ok', 'scratch'), [[0], [1], [0]])
     """
+    from .coco import image_categories, load_coco
+
     coco = load_coco(annotation_file)
+    ids, cats = image_categories(coco)
+    if check_bool("multilabel", multilabel):
+        if groups is not None or default is not None:
+            raise TypeError("multilabel=True uses every category: pass background=, not groups=")
+        name_of = {int(c["id"]): c.get("name", int(c["id"])) for c in coco.get("categories", [])}
+        sets = [[name_of.get(c, c) for c in image] for image in cats]
+        return ids, GroupIndex.from_label_sets(sets, background=background)
+    if background is not None:
+        raise TypeError("background= is for multilabel=True; single-label mode uses default=")
     if not groups:
         raise ValueError("groups should map at least one group name to category ids")
-    known = {c["id"] for c in coco.get("categories", [])}
+    known = {int(c["id"]) for c in coco.get("categories", [])}
     cat_to_group: dict[int, int] = {}
     names = list(groups)
-    for gi, (gname, cats) in enumerate(groups.items()):
-        for cat in cats:
+    for gi, (gname, cat_ids) in enumerate(groups.items()):
+        for cat in cat_ids:
             if known and cat not in known:
                 raise ValueError(f"groups[{gname!r}] names category id {cat}, not in the file")
             cat_to_group.setdefault(int(cat), gi)
-    best: dict[int, int] = {}
-    for ann in coco["annotations"]:
-        g = cat_to_group.get(int(ann["category_id"]))
-        if g is not None:
-            img = int(ann["image_id"])
-            best[img] = min(best.get(img, g), g)
-    ids, labels = [], []
-    for img in coco["images"]:
-        iid = int(img["id"])
-        g = best.get(iid)
-        if g is None and default is None:
+    keep, labels = [], []
+    for k, image in enumerate(cats):
+        found = [cat_to_group[c] for c in image if c in cat_to_group]
+        if not found and default is None:
             continue
-        ids.append(iid)
-        labels.append(names[g] if g is not None else default)
-    return np.asarray(ids, dtype=np.int64), np.asarray(labels)
+        keep.append(k)
+        labels.append(names[min(found)] if found else default)
+    return ids[keep], np.asarray(labels)

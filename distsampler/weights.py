@@ -312,17 +312,9 @@ def coco_image_categories(annotation_file: str | os.PathLike | Mapping) -> tuple
     :func:`distsampler.groups.from_coco` with a ``default`` group), so
     ``repeat_factors(categories)`` lines up with a dataset built from the same file.
     """
-    from .groups import load_coco
+    from .coco import image_categories, load_coco
 
-    coco = load_coco(annotation_file)
-    ids = np.asarray([int(img["id"]) for img in coco["images"]], dtype=np.int64)
-    where = {int(i): k for k, i in enumerate(ids)}
-    cats: list[list[int]] = [[] for _ in ids]
-    for ann in coco["annotations"]:
-        k = where.get(int(ann["image_id"]))
-        if k is not None:
-            cats[k].append(int(ann["category_id"]))
-    return ids, cats
+    return image_categories(load_coco(annotation_file))
 
 
 # -- helpers used by the samplers ----------------------------------------------------------------
