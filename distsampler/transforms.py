@@ -3,29 +3,31 @@
 Oversampling shows the same few minority samples again and again; blending each sample with a
 partner from the same batch is the usual cure. Every transform here is a callable on a collated
 batch ``(inputs, targets)`` and returns ``(mixed_inputs, soft_targets)``: float ``(B, C)`` rows
-that sum to 1, which :class:`torch.nn.CrossEntropyLoss` accepts directly as probabilities.
+that sum to 1, which ``torch.nn.CrossEntropyLoss`` accepts directly as probabilities.
 
 Randomness. Each call draws, from the transform's ``generator`` only, a partner permutation
-(:func:`torch.randperm`) and one 63-bit seed (:func:`torch.randint`); the Beta lambdas and the
+(``torch.randperm``) and one 63-bit seed (``torch.randint``); the Beta lambdas and the
 CutMix box come from ``np.random.Generator(np.random.PCG64(seed))``. (``torch.distributions.Beta``
 and ``torch._standard_gamma`` cannot take a generator.) With ``generator=None`` the global torch
 RNG is used instead. Build one generator per rank and epoch from a *tuple* with
-:func:`seeded_generator` -- never ``seed + epoch``, which collides (seed 1 / epoch 0 is seed 0 /
-epoch 1)::
+``seeded_generator`` -- never ``seed + epoch``, which collides (seed 1 / epoch 0 is seed 0 /
+epoch 1):
 
-    import torch.nn.functional as F
-    from distsampler.transforms import CutMix, MixUp, RandomChoice, seeded_generator
+```python
+import torch
+from distsampler.transforms import CutMix, MixUp, RandomChoice, seeded_generator
 
-    mix = RandomChoice([MixUp(alpha=0.2, num_classes=10), CutMix(alpha=1.0, num_classes=10)])
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        mix.set_generator(seeded_generator(seed, rank=rank, epoch=epoch))
-        for x, y in loader:                      # y: (B,) int64 class indices
-            x, y = mix(x.to(device), y.to(device))   # y: (B, 10) float soft targets
-            loss = loss_fn(model(x), y)
-            ...
+mix = RandomChoice([MixUp(alpha=0.2, num_classes=10), CutMix(alpha=1.0, num_classes=10)])
+loss_fn = torch.nn.CrossEntropyLoss()
+for epoch in range(epochs):
+    mix.set_generator(seeded_generator(seed, rank=rank, epoch=epoch))
+    for x, y in loader:                      # y: (B,) int64 class indices
+        x, y = mix(x.to(device), y.to(device))   # y: (B, 10) float soft targets
+        loss = loss_fn(model(x), y)
+        ...
+```
 
-Trap: a transform used inside ``DataLoader`` workers (e.g. via :class:`MixUpCollate`) is
+Trap: a transform used inside ``DataLoader`` workers (e.g. via ``MixUpCollate``) is
 pickled into every worker *with its generator state*, so all workers would draw the same
 lambdas. Either apply the transform in the training loop (as above), or pass ``generator=None``
 there: the DataLoader seeds each worker's global torch RNG differently (and reproducibly when
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from ._core.checks import MAX_SEED, check_int
-from .collate import collate_detection
+from ._core.checks import MAX_SEED, check_bool, check_int, check_real
+from .collate import collate_detection  # re-exported: it lived here before collate.py
 
 __all__ = [
     "CutMix",
@@ -66,20 +67,8 @@ BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 # --------------------------------------------------------------------------- validation helpers
 
 
-def _is_real(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} should be a positive number, but got {name}={value!r}")
-    return float(value)
-
-
-def _check_num_classes(value: Any) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < 1:
-        raise ValueError(f"num_classes should be an integer >= 1, but got num_classes={value!r}")
-    return int(value)
+def _check_alpha(alpha: Any) -> float:
+    return check_real("alpha", alpha, 0.0, low_open=True)
 
 
 def _check_generator(value: Any) -> torch.Generator | None:
@@ -94,12 +83,13 @@ def seeded_generator(seed: int, *, rank: int = 0, epoch: int = 0) -> torch.Gener
     """A CPU generator keyed by the tuple ``(seed, rank, epoch)``.
 
     The key is ``np.random.SeedSequence([seed, rank, epoch])``'s first 64-bit word (the same
-    derivation as :func:`distsampler.keyed.make_key`), so distinct tuples give unrelated
-    streams; ``seed + epoch`` or ``seed + rank`` would make different runs share streams.
-    Include ``rank`` so every DDP rank mixes its own shard with its own lambdas.
+    derivation as the samplers' plan keys), so distinct tuples give unrelated streams;
+    ``seed + epoch`` or ``seed + rank`` would make different runs share streams. Include
+    ``rank`` so every DDP rank mixes its own shard with its own lambdas.
 
     Raises:
-        ValueError: if a part is not a non-negative integer.
+        TypeError: if a part is not an integer (``bool`` included).
+        ValueError: if a part is negative or above ``2**63 - 1``.
     """
     for name, v in (("seed", seed), ("rank", rank), ("epoch", epoch)):
         check_int(name, v, 0, MAX_SEED)
@@ -188,16 +178,22 @@ class MixParams:
                 f"params.lam should be a scalar or have shape ({batch_size},), "
                 f"but got shape {tuple(lam.shape)}"
             )
-        if lam.numel() and not bool(((lam >= 0) & (lam <= 1)).all()):
-            raise ValueError(f"params.lam should lie in [0, 1], but got lam={self.lam!r}")
+        bad = ~((lam >= 0) & (lam <= 1))  # NaN included
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"params.lam should lie in [0, 1], but got lam[{i}]={lam[i].item()}")
         perm = torch.as_tensor(self.perm).cpu()
         if perm.is_floating_point() or perm.dtype == torch.bool or perm.shape != (batch_size,):
             raise ValueError(
                 f"params.perm should be integer indices of shape ({batch_size},), but got "
                 f"shape {tuple(perm.shape)} and dtype {perm.dtype}"
             )
-        if perm.numel() and (perm.min() < 0 or perm.max() >= batch_size):
-            raise ValueError(f"params.perm should lie in [0, {batch_size}), but got {perm}")
+        bad = (perm < 0) | (perm >= batch_size)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"params.perm should lie in [0, {batch_size}), but got perm[{i}]={perm[i].item()}"
+            )
         return lam, perm.long()
 
 
@@ -224,7 +220,7 @@ class MixUp(_Seeded):
         num_classes: number of classes C; class-index targets become one-hot ``(B, C)``.
         per_sample: draw one lambda per sample instead of one per batch.
         generator: CPU ``torch.Generator`` driving all randomness; None uses the global torch
-            RNG. See :func:`seeded_generator` for per-rank, per-epoch seeding.
+            RNG. See ``seeded_generator`` for per-rank, per-epoch seeding.
 
     Traps: inputs must be floating point (convert ``uint8`` images first). Index targets become
     soft targets of the inputs' dtype, so use a loss that accepts probabilities (e.g.
@@ -239,11 +235,9 @@ class MixUp(_Seeded):
         per_sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.alpha = _check_positive("alpha", alpha)
-        self.num_classes = _check_num_classes(num_classes)
-        if not isinstance(per_sample, bool):
-            raise TypeError(f"per_sample should be a bool, but got per_sample={per_sample!r}")
-        self.per_sample = per_sample
+        self.alpha = _check_alpha(alpha)
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        self.per_sample = check_bool("per_sample", per_sample)
         self.generator = _check_generator(generator)
 
     def sample_params(self, inputs: Tensor) -> MixParams:
@@ -275,7 +269,7 @@ class MixUp(_Seeded):
         Args:
             inputs: ``(B, ...)`` floating tensor.
             targets: ``(B,)`` integer class indices or ``(B, num_classes)`` float soft targets.
-            params: force the draws (see :class:`MixParams`); None samples them.
+            params: force the draws (see ``MixParams``); None samples them.
 
         Returns:
             ``(mixed_inputs, soft_targets)`` on the inputs' / targets' device; soft targets are
@@ -303,7 +297,7 @@ class CutMix(_Seeded):
 
     The box has area about ``(1 - lam) * H * W`` with ``lam ~ Beta(alpha, alpha)`` and a uniform
     centre; it is clipped to the image, and the label weight is the area actually kept,
-    ``1 - box_area / (H * W)`` (the returned :class:`MixParams` ``lam`` is that value).
+    ``1 - box_area / (H * W)`` (the returned ``MixParams`` ``lam`` is that value).
 
     Args:
         alpha: Beta concentration, > 0 (1.0 is the paper's default).
@@ -317,8 +311,8 @@ class CutMix(_Seeded):
     def __init__(
         self, alpha: float, num_classes: int, generator: torch.Generator | None = None
     ) -> None:
-        self.alpha = _check_positive("alpha", alpha)
-        self.num_classes = _check_num_classes(num_classes)
+        self.alpha = _check_alpha(alpha)
+        self.num_classes = check_int("num_classes", num_classes, 1)
         self.generator = _check_generator(generator)
 
     @staticmethod
@@ -356,7 +350,7 @@ class CutMix(_Seeded):
     def __call__(
         self, inputs: Tensor, targets: Tensor, params: MixParams | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Cut and paste a box; see :meth:`MixUp.__call__` for arguments and returns."""
+        """Cut and paste a box; see ``MixUp.__call__`` for arguments and returns."""
         self._check_image(inputs)
         batch_size, _, height, width = inputs.shape
         soft = _soft_targets(targets, batch_size, self.num_classes, _target_dtype(inputs))
@@ -379,10 +373,36 @@ class CutMix(_Seeded):
         return f"CutMix(alpha={self.alpha}, num_classes={self.num_classes})"
 
 
+def _check_counts(class_counts: Any, num_classes: int) -> Tensor:
+    """``num_classes`` positive finite counts as a CPU float64 tensor."""
+    if isinstance(class_counts, (Tensor, np.ndarray)):
+        if class_counts.ndim != 1:
+            raise ValueError(
+                f"class_counts should be one-dimensional, but got shape {tuple(class_counts.shape)}"
+            )
+        values = class_counts.tolist()
+    elif isinstance(class_counts, Sequence) and not isinstance(class_counts, str):
+        values = list(class_counts)
+    else:
+        raise TypeError(
+            f"class_counts should be a sequence, array or tensor of numbers, "
+            f"but got {type(class_counts).__name__}"
+        )
+    if len(values) != num_classes:
+        raise ValueError(
+            f"class_counts should have length num_classes={num_classes}, but got length "
+            f"{len(values)}"
+        )
+    checked = [
+        check_real(f"class_counts[{i}]", c, 0.0, low_open=True) for i, c in enumerate(values)
+    ]
+    return torch.tensor(checked, dtype=torch.float64)
+
+
 class Remix(MixUp):
     """Remix (Chou et al., 2020): mixup whose *label* favours the minority class.
 
-    Inputs are mixed exactly as :class:`MixUp` (one lambda per batch, weighting sample i).
+    Inputs are mixed exactly as ``MixUp`` (one lambda per batch, weighting sample i).
     With ``n_i`` / ``n_j`` the class counts of sample i and its partner j, the label weight is
     ``0`` (all j's label) if ``n_i / n_j >= kappa`` and ``lam < tau``; else ``1`` (all i's label)
     if ``n_i / n_j <= 1 / kappa`` and ``1 - lam < tau``; else ``lam``. The first rule wins when
@@ -410,35 +430,9 @@ class Remix(MixUp):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(alpha, num_classes, per_sample=False, generator=generator)
-        if isinstance(class_counts, Tensor):
-            counts = class_counts.detach().cpu()
-        elif isinstance(class_counts, np.ndarray):
-            counts = torch.from_numpy(class_counts)
-        else:
-            counts = list(class_counts)
-            if any(not _is_real(c) for c in counts):
-                raise ValueError(
-                    f"class_counts should hold positive numbers, but got {class_counts!r}"
-                )
-            counts = torch.tensor(counts, dtype=torch.float64)
-        if counts.dtype == torch.bool or counts.is_complex():
-            raise ValueError(f"class_counts should hold positive numbers, got {counts.dtype}")
-        counts = counts.to(torch.float64)
-        if counts.shape != (self.num_classes,):
-            raise ValueError(
-                f"class_counts should have length num_classes={self.num_classes}, "
-                f"but got shape {tuple(counts.shape)}"
-            )
-        if not bool((torch.isfinite(counts) & (counts > 0)).all()):
-            raise ValueError(
-                f"class_counts should be positive and finite, but got {counts.tolist()}"
-            )
-        self.class_counts = counts
-        if not _is_real(kappa) or not math.isfinite(kappa) or kappa < 1:
-            raise ValueError(f"kappa should be a number >= 1, but got kappa={kappa!r}")
-        if not _is_real(tau) or not 0 <= tau <= 1:
-            raise ValueError(f"tau should be a number in [0, 1], but got tau={tau!r}")
-        self.kappa, self.tau = float(kappa), float(tau)
+        self.class_counts = _check_counts(class_counts, self.num_classes)
+        self.kappa = check_real("kappa", kappa, 1.0)
+        self.tau = check_real("tau", tau, 0.0, 1.0)
 
     def _check_call(self, inputs: Tensor, targets: Tensor) -> Tensor:
         if isinstance(targets, Tensor) and targets.is_floating_point():
@@ -482,23 +476,24 @@ class RandomChoice:
         generator: torch.Generator | None = None,
     ) -> None:
         transforms = list(transforms)
-        if not transforms or not all(callable(t) for t in transforms):
-            raise ValueError(
-                f"transforms should be a non-empty sequence of callables, but got {transforms!r}"
-            )
+        if not transforms:
+            raise ValueError("transforms should be a non-empty sequence of callables, but got none")
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise TypeError(f"transforms[{i}] should be callable, but got {type(t).__name__}")
         if p is None:
             p = [1.0 / len(transforms)] * len(transforms)
-        p = list(p)
+        p = p.tolist() if isinstance(p, (Tensor, np.ndarray)) else list(p)
         if len(p) != len(transforms):
             raise ValueError(
-                f"p should have one probability per transform ({len(transforms)}), but got p={p!r}"
+                f"p should have one probability per transform ({len(transforms)}), "
+                f"but got {len(p)} probabilities"
             )
-        if any(not _is_real(v) or not math.isfinite(v) or v < 0 for v in p):
-            raise ValueError(f"p should hold non-negative numbers, but got p={p!r}")
+        p = [check_real(f"p[{i}]", v, 0.0) for i, v in enumerate(p)]
         if abs(sum(p) - 1.0) > 1e-6:
             raise ValueError(f"p should sum to 1, but got p={p!r} (sum {sum(p)})")
         self.transforms = transforms
-        self.p = [float(v) for v in p]
+        self.p = p
         total = sum(self.p)
         self._cum = list(np.cumsum(self.p) / total)
         self._cum[-1] = 1.0
@@ -531,7 +526,7 @@ class MixUpCollate:
     """A DataLoader ``collate_fn``: ``base_collate`` the samples, then apply ``transform``.
 
     Args:
-        transform: batch transform, e.g. :class:`MixUp` or :class:`RandomChoice`.
+        transform: batch transform, e.g. ``MixUp`` or ``RandomChoice``.
         base_collate: turns the list of samples into ``(inputs, targets)``.
 
     Trap: with ``num_workers > 0`` each worker gets a pickled copy of ``transform`` including
@@ -545,9 +540,11 @@ class MixUpCollate:
         base_collate: Callable[[list[Any]], Any] = default_collate,
     ) -> None:
         if not callable(transform):
-            raise TypeError(f"transform should be callable, but got {transform!r}")
+            raise TypeError(f"transform should be callable, but got {type(transform).__name__}")
         if not callable(base_collate):
-            raise TypeError(f"base_collate should be callable, but got {base_collate!r}")
+            raise TypeError(
+                f"base_collate should be callable, but got {type(base_collate).__name__}"
+            )
         self.transform = transform
         self.base_collate = base_collate
 

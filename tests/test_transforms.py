@@ -1,4 +1,4 @@
-"""Tests for distsampler.transforms: MixUp, CutMix, Remix, RandomChoice and collation."""
+"""Tests for distsampler.transforms: MixUp, CutMix, Remix, RandomChoice and MixUpCollate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch.nn.functional import one_hot
 from torch.utils.data import DataLoader, TensorDataset
 
+from distsampler import transforms
 from distsampler.transforms import (
     CutMix,
     MixParams,
@@ -15,7 +16,6 @@ from distsampler.transforms import (
     MixUpCollate,
     RandomChoice,
     Remix,
-    collate_detection,
     seeded_generator,
 )
 
@@ -258,125 +258,304 @@ def test_random_choice_respects_probabilities(p, allowed):
 
 # --------------------------------------------------------------------------- validation
 
+
+def case(call, exc, match, id):
+    return pytest.param(call, exc, match, id=id)
+
+
+# Rule: wrong type -> TypeError, wrong value -> ValueError, in torch's wording.
 ERRORS = [
-    (
-        lambda: MixUp(alpha=0, num_classes=K),
+    # alpha's lower end is open: 0 is refused
+    case(
+        lambda: MixUp(0, K),
         ValueError,
-        r"alpha should be a positive number, but got alpha=0",
+        r"alpha should be in \(0, inf\), but got alpha=0$",
+        "alpha_0",
     ),
-    (lambda: MixUp(alpha=float("inf"), num_classes=K), ValueError, r"alpha=inf"),
-    (lambda: MixUp(alpha=True, num_classes=K), ValueError, r"alpha=True"),
-    (
-        lambda: MixUp(alpha=1.0, num_classes=0),
+    # a negative alpha, through CutMix's own check
+    case(
+        lambda: CutMix(-1, K),
         ValueError,
-        r"num_classes should be an integer >= 1, but got num_classes=0",
+        r"alpha should be in \(0, inf\), but got alpha=-1$",
+        "alpha_neg",
     ),
-    (lambda: MixUp(alpha=1.0, num_classes=True), ValueError, r"num_classes=True"),
-    (lambda: MixUp(1.0, K, per_sample=1), TypeError, r"per_sample should be a bool"),
-    (lambda: MixUp(1.0, K, generator=0), TypeError, r"generator should be a torch.Generator"),
-    (lambda: CutMix(alpha=-1.0, num_classes=K), ValueError, r"alpha=-1.0"),
-    (
-        lambda: Remix(1.0, K, class_counts=[1, 2]),
+    # infinity is not a Beta concentration
+    case(lambda: MixUp(float("inf"), K), ValueError, r"but got alpha=inf$", "alpha_inf"),
+    # NaN fails every comparison, so only the finiteness check catches it
+    case(lambda: MixUp(float("nan"), K), ValueError, r"but got alpha=nan$", "alpha_nan"),
+    # True is an int to Python, never a number to a user
+    case(
+        lambda: MixUp(True, K),
+        TypeError,
+        r"alpha should be a real number, but got alpha=True",
+        "alpha_bool",
+    ),
+    # a numeric string is not converted
+    case(lambda: CutMix("1", K), TypeError, r"alpha should be a real number", "alpha_str"),
+    # zero classes
+    case(
+        lambda: MixUp(1.0, 0),
         ValueError,
-        r"class_counts should have length num_classes=4",
+        r"num_classes should be a positive integer, but got num_classes=0",
+        "classes_0",
     ),
-    (
-        lambda: Remix(1.0, K, class_counts=[1, 2, 0, 4]),
+    # a bool count of classes
+    case(
+        lambda: CutMix(1.0, True),
+        TypeError,
+        r"num_classes should be an integer, but got num_classes=True",
+        "classes_bool",
+    ),
+    # an integral float is still a float
+    case(
+        lambda: MixUp(1.0, 4.0),
+        TypeError,
+        r"num_classes should be an integer, but got num_classes=4.0",
+        "classes_float",
+    ),
+    # 1 is not a bool
+    case(
+        lambda: MixUp(1.0, K, per_sample=1),
+        TypeError,
+        r"per_sample should be a boolean value, but got per_sample=1",
+        "per_sample_int",
+    ),
+    # a seed is not a Generator
+    case(
+        lambda: MixUp(1.0, K, generator=0),
+        TypeError,
+        r"generator should be a torch.Generator or None",
+        "generator_int",
+    ),
+    # fewer counts than classes
+    case(
+        lambda: Remix(1.0, K, [1, 2]),
         ValueError,
-        r"class_counts should be positive",
+        r"class_counts should have length num_classes=4, but got length 2",
+        "counts_short",
     ),
-    (
-        lambda: Remix(1.0, K, class_counts=[1, 2, True, 4]),
+    # a zero count would divide by zero in the ratio
+    case(
+        lambda: Remix(1.0, K, [1, 2, 0, 4]),
         ValueError,
-        r"class_counts should hold positive numbers",
+        r"class_counts\[2\] should be in \(0, inf\), but got class_counts\[2\]=0$",
+        "counts_zero",
     ),
-    (
+    # NaN inside a tensor is reported by index
+    case(
+        lambda: Remix(1.0, K, torch.tensor([1.0, float("nan"), 2, 3])),
+        ValueError,
+        r"class_counts\[1\]=nan$",
+        "counts_nan_tensor",
+    ),
+    # a bool entry is a wrong type, not a count of 1
+    case(
+        lambda: Remix(1.0, K, [1, 2, True, 4]),
+        TypeError,
+        r"class_counts\[2\] should be a real number, but got class_counts\[2\]=True",
+        "counts_bool",
+    ),
+    # a 2-D array is not one count per class
+    case(
+        lambda: Remix(1.0, K, np.ones((2, 2))),
+        ValueError,
+        r"class_counts should be one-dimensional, but got shape \(2, 2\)",
+        "counts_2d",
+    ),
+    # a scalar is not a sequence of counts
+    case(
+        lambda: Remix(1.0, K, 10),
+        TypeError,
+        r"class_counts should be a sequence, array or tensor of numbers, but got int",
+        "counts_scalar",
+    ),
+    # kappa below 1 would relabel towards the majority
+    case(
         lambda: Remix(1.0, K, COUNTS, kappa=0.5),
         ValueError,
-        r"kappa should be a number >= 1, but got kappa=0.5",
+        r"kappa should be in \[1, inf\), but got kappa=0.5$",
+        "kappa_lt_1",
     ),
-    (
+    # tau above 1 is not a lambda threshold
+    case(
         lambda: Remix(1.0, K, COUNTS, tau=1.5),
         ValueError,
-        r"tau should be a number in \[0, 1\], but got tau=1.5",
+        r"tau should be in \[0, 1\], but got tau=1.5$",
+        "tau_gt_1",
     ),
-    (lambda: RandomChoice([]), ValueError, r"transforms should be a non-empty sequence"),
-    (
+    # a numeric string tau is not converted
+    case(
+        lambda: Remix(1.0, K, COUNTS, tau="0.5"),
+        TypeError,
+        r"tau should be a real number",
+        "tau_str",
+    ),
+    # nothing to choose from
+    case(
+        lambda: RandomChoice([]),
+        ValueError,
+        r"transforms should be a non-empty sequence of callables",
+        "choice_empty",
+    ),
+    # a non-callable choice, named by index
+    case(
+        lambda: RandomChoice([MixUp(1.0, K), 3]),
+        TypeError,
+        r"transforms\[1\] should be callable, but got int",
+        "choice_not_callable",
+    ),
+    # one probability short
+    case(
         lambda: RandomChoice([MixUp(1.0, K)] * 2, p=[0.5]),
         ValueError,
-        r"one probability per transform",
+        r"one probability per transform \(2\), but got 1",
+        "p_length",
     ),
-    (lambda: RandomChoice([MixUp(1.0, K)] * 2, p=[0.5, 0.6]), ValueError, r"p should sum to 1"),
-    (
+    # a negative probability, even if the sum is 1
+    case(
         lambda: RandomChoice([MixUp(1.0, K)] * 2, p=[1.5, -0.5]),
         ValueError,
-        r"p should hold non-negative",
+        r"p\[1\] should be in \[0, inf\), but got p\[1\]=-0.5$",
+        "p_negative",
     ),
-    (lambda: MixUpCollate(3), TypeError, r"transform should be callable"),
-    (lambda: seeded_generator(-1), ValueError, r"seed should be a non-negative integer"),
-    (
+    # None is not a probability
+    case(
+        lambda: RandomChoice([MixUp(1.0, K)] * 2, p=[0.5, None]),
+        TypeError,
+        r"p\[1\] should be a real number",
+        "p_none",
+    ),
+    # probabilities that do not sum to 1
+    case(
+        lambda: RandomChoice([MixUp(1.0, K)] * 2, p=[0.5, 0.6]),
+        ValueError,
+        r"p should sum to 1",
+        "p_sum",
+    ),
+    # MixUpCollate needs a callable transform
+    case(
+        lambda: MixUpCollate(3),
+        TypeError,
+        r"transform should be callable, but got int",
+        "collate_not_callable",
+    ),
+    # a negative seed
+    case(
+        lambda: seeded_generator(-1),
+        ValueError,
+        r"seed should be a non-negative integer, but got seed=-1",
+        "seed_neg",
+    ),
+    # a bool rank
+    case(
+        lambda: seeded_generator(0, rank=True),
+        TypeError,
+        r"rank should be an integer, but got rank=True",
+        "rank_bool",
+    ),
+    # class index == num_classes: the open upper end
+    case(
         lambda: MixUp(1.0, K)(batch()[0], torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])),
         ValueError,
         r"targets should be class indices in \[0, num_classes=4\), but got a target 4",
+        "target_eq_classes",
     ),
-    (lambda: MixUp(1.0, K)(batch()[0], torch.full((B,), -1)), ValueError, r"but got a target -1"),
-    (
+    # a negative class index
+    case(
+        lambda: MixUp(1.0, K)(batch()[0], torch.full((B,), -1)),
+        ValueError,
+        r"but got a target -1",
+        "target_neg",
+    ),
+    # one target short of the batch
+    case(
         lambda: MixUp(1.0, K)(batch()[0], torch.zeros(B - 1, dtype=torch.long)),
         ValueError,
         r"same batch size, but got inputs batch size 8 and targets shape \(7,\)",
+        "target_batch",
     ),
-    (
+    # soft targets one class too wide
+    case(
         lambda: MixUp(1.0, K)(batch()[0], torch.rand(B, K + 1)),
         ValueError,
         r"soft targets should have shape \(B, num_classes=4\), but got shape \(8, 5\)",
+        "soft_width",
     ),
-    (
+    # 1-D float targets are neither indices nor soft rows
+    case(
         lambda: MixUp(1.0, K)(batch()[0], torch.rand(B)),
         ValueError,
         r"targets should be class indices \(B,\) of an integer dtype",
+        "target_float_1d",
     ),
-    (
+    # uint8 inputs cannot be blended
+    case(
         lambda: MixUp(1.0, K)(batch()[0].to(torch.uint8), batch()[1]),
         TypeError,
         r"inputs.dtype=torch.uint8",
+        "inputs_uint8",
     ),
-    (
+    # CutMix needs (B, C, H, W)
+    case(
         lambda: CutMix(1.0, K)(torch.rand(B, H, W), batch()[1]),
         ValueError,
         r"CutMix inputs should be images of shape \(B, C, H, W\), but got shape \(8, 6, 5\)",
+        "cutmix_3d",
     ),
-    (
+    # Remix needs class indices to look up counts
+    case(
         lambda: Remix(1.0, K, COUNTS)(batch()[0], soft(batch()[1])),
         TypeError,
         r"Remix needs class-index targets",
+        "remix_soft",
     ),
-    (
-        lambda: MixUp(1.0, K)(*batch(), params=MixParams(lam=1.5, perm=ROLL)),
+    # a forced lam above 1, reported by index rather than as a tensor
+    case(
+        lambda: MixUp(1.0, K)(*batch(), params=MixParams(lam=torch.full((B,), 1.5), perm=ROLL)),
         ValueError,
-        r"params.lam should lie in \[0, 1\]",
+        r"params.lam should lie in \[0, 1\], but got lam\[0\]=1.5$",
+        "lam_gt_1",
     ),
-    (
+    # a forced perm of the wrong length
+    case(
         lambda: MixUp(1.0, K)(*batch(), params=MixParams(lam=0.5, perm=ROLL[:3])),
         ValueError,
         r"params.perm should be integer indices of shape \(8,\)",
+        "perm_shape",
     ),
-    (
+    # a forced perm index == batch size
+    case(
+        lambda: MixUp(1.0, K)(*batch(), params=MixParams(lam=0.5, perm=ROLL + 1)),
+        ValueError,
+        r"params.perm should lie in \[0, 8\), but got perm\[0\]=8$",
+        "perm_range",
+    ),
+    # a forced box past the right edge
+    case(
         lambda: CutMix(1.0, K)(
             *batch(), params=MixParams(lam=0.5, perm=ROLL, box=(0, 0, W + 1, H))
         ),
         ValueError,
         r"params.box should satisfy",
+        "box_out",
     ),
 ]
 
 
-@pytest.mark.parametrize("call, exc, match", ERRORS, ids=[e[2][:40] for e in ERRORS])
+@pytest.mark.parametrize("call, exc, match", ERRORS)
 def test_bad_input_raises_clear_error(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
 
 
-# --------------------------------------------------------------------------- collation
+def test_validated_parameters_are_plain_floats():
+    t = Remix(np.float32(0.5), np.int64(K), np.array(COUNTS), kappa=2, tau=np.float64(0.25))
+    assert type(t.alpha) is float and type(t.num_classes) is int
+    assert type(t.kappa) is float and type(t.tau) is float
+    assert t.class_counts.dtype == torch.float64 and t.class_counts.tolist() == COUNTS
+
+
+# --------------------------------------------------------------------------- MixUpCollate
 
 
 def test_mixup_collate_in_a_dataloader():
@@ -397,74 +576,11 @@ def test_mixup_collate_rejects_non_pair_collation():
         collate([torch.zeros(2), torch.zeros(2)])
 
 
-EMPTY_TARGETS = [
-    pytest.param(
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}, id="tensor"
-    ),
-    pytest.param({"boxes": [], "labels": []}, id="list"),
-    pytest.param({"boxes": np.zeros((0, 4)), "labels": np.zeros(0, dtype=np.int64)}, id="numpy"),
-    pytest.param({"boxes": np.zeros(0), "labels": np.zeros(0)}, id="numpy_flat"),
-]
+def test_collate_detection_still_importable_from_transforms():
+    from distsampler import collate
 
-
-@pytest.mark.parametrize("empty", EMPTY_TARGETS)
-def test_collate_detection_mixes_empty_and_non_empty(empty):
-    img = torch.rand(3, 8, 8)
-    full = {"boxes": torch.tensor([[0.0, 0.0, 2.0, 3.0], [1.0, 1.0, 4.0, 4.0]]), "labels": [2, 1]}
-    lists = {"boxes": [[1, 2, 3, 4]], "labels": torch.tensor([5], dtype=torch.int32)}
-    images, boxes, labels = collate_detection([(img, full), (img * 2, empty), (img, lists)])
-    assert images.shape == (3, 3, 8, 8)
-    torch.testing.assert_close(images[1], img * 2)
-    assert [tuple(b.shape) for b in boxes] == [(2, 4), (0, 4), (1, 4)]
-    assert [tuple(lb.shape) for lb in labels] == [(2,), (0,), (1,)]
-    assert all(b.dtype == torch.float32 for b in boxes)
-    assert all(lb.dtype == torch.int64 for lb in labels)
-    assert labels[0].tolist() == [2, 1] and labels[2].tolist() == [5]
-    torch.testing.assert_close(boxes[2], torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
-
-
-IMG = torch.zeros(3, 4, 4)
-OK = {"boxes": torch.zeros(1, 4), "labels": [0]}
-DETECTION_ERRORS = [
-    ([], ValueError, r"non-empty sequence"),
-    (
-        [(IMG, OK), (torch.zeros(3, 5, 4), OK)],
-        ValueError,
-        r"batch\[0\] shape \(3, 4, 4\) and batch\[1\] shape \(3, 5, 4\)",
-    ),
-    ([(torch.zeros(4, 4), OK)], TypeError, r"batch\[0\] image should be a \(C, H, W\) tensor"),
-    ([(IMG, {"boxes": torch.zeros(1, 4)})], ValueError, r"mapping with 'boxes' and 'labels'"),
-    (
-        [(IMG, OK), (IMG, {"boxes": torch.zeros(4), "labels": [0]})],
-        ValueError,
-        r"batch\[1\] target\['boxes'\] should have shape \(N, 4\), but got shape \(4,\)",
-    ),
-    ([(IMG, {"boxes": torch.zeros(2, 5), "labels": [0, 1]})], ValueError, r"shape \(2, 5\)"),
-    ([(IMG, {"boxes": [[0, 0, 1, float("nan")]], "labels": [0]})], ValueError, r"should be finite"),
-    (
-        [(IMG, {"boxes": [[0, 0, 1, 1], [0, 1]], "labels": [0, 1]})],
-        ValueError,
-        r"not a numeric array",
-    ),
-    (
-        [(IMG, {"boxes": torch.zeros(2, 4), "labels": [0]})],
-        ValueError,
-        r"labels'\] should have shape \(2,\) to match 2 boxes",
-    ),
-    (
-        [(IMG, {"boxes": torch.zeros(1, 4), "labels": [0.5]})],
-        TypeError,
-        r"labels'\] should be integers",
-    ),
-    ([(IMG, {"boxes": torch.zeros(3, 0), "labels": []})], ValueError, r"shape \(3, 0\)"),
-    ([(IMG, {"boxes": [[True] * 4], "labels": [1]})], TypeError, r"should be real numbers"),
-]
-
-
-@pytest.mark.parametrize("bad, exc, match", DETECTION_ERRORS)
-def test_collate_detection_errors(bad, exc, match):
-    with pytest.raises(exc, match=match):
-        collate_detection(bad)
+    assert transforms.collate_detection is collate.collate_detection
+    assert "collate_detection" in transforms.__all__
 
 
 # --------------------------------------------------------------------------- devices and dtypes
