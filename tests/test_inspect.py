@@ -20,8 +20,9 @@ from torch.utils.data import WeightedRandomSampler
 
 from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
 from distsampler import weights as W
-from distsampler.inspect import cli
+from distsampler.inspect import cli, runs
 from distsampler.inspect import diagnostics as D
+from distsampler.inspect import streams as S
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 NAMES = ("defect", "normal")
@@ -298,7 +299,7 @@ ERRORS = [
     (["{npy}", "--sampler", "quota", "--quota", "defect=40"], "more than batch_size=32"),
     (["{npy}", "--quota", "defect"], "--quota expects NAME=VALUE"),
     (["{npy}", "--batch-size", "0"], "--batch-size should be a positive integer"),
-    (["{txt}"], "should be a .npy, .csv or COCO .json file"),
+    (["{txt}"], "should be a .npy, .csv or .json file"),
     (["{json}"], "needs --coco-groups"),
 ]
 
@@ -328,7 +329,7 @@ def test_usage_error_returns_argparse_status(capsys, npy):
 
 
 def test_torch_wrs_over_the_multinomial_limit_says_why(capsys, npy, monkeypatch):
-    monkeypatch.setattr(D, "TORCH_MULTINOMIAL_LIMIT", 100)  # as if N > 2**24
+    monkeypatch.setattr(S, "TORCH_MULTINOMIAL_LIMIT", 100)  # as if N > 2**24
     code, out, _ = run(capsys, "inspect", npy, "--sampler", "weighted", "--sampler", "torch-wrs")
     assert code == 0
     assert "torch-wrs: cannot run: torch.multinomial" in out and "at most 2**24" in out
@@ -338,7 +339,7 @@ def test_torch_wrs_over_the_multinomial_limit_says_why(capsys, npy, monkeypatch)
 
 
 def test_progress_bar_on_stderr_for_long_runs(capsys, npy, monkeypatch):
-    monkeypatch.setattr(cli, "_PROGRESS_MIN_DRAWS", 0)  # as if the run were long
+    monkeypatch.setattr(runs, "PROGRESS_MIN_DRAWS", 0)  # as if the run were long
     code, out, err = run(capsys, "inspect", npy, "--sampler", "weighted", "--epochs", 2)
     assert code == 0 and "100.0%" in err and "draws" in err and "draws" not in out.split("\n")[0]
     code, _, err = run(capsys, "inspect", npy, "--sampler", "weighted", "--no-progress")
@@ -408,12 +409,12 @@ def test_coverage_curve_first_seen_repeats_hand_case():
 def test_epoch_layout_deals_blocks_like_the_sampler():
     stream = np.arange(12)
     # 3 ranks, blocks of 2, batches of 3: rank r takes positions 2r, 2r+1, 6+2r, 6+2r+1
-    layout = D.epoch_layout(stream, 3, 3, block_size=2)
+    layout = S.epoch_layout(stream, 3, 3, block_size=2)
     assert layout.shape == (2, 3, 3)
     np.testing.assert_array_equal(layout[0, 1], [2, 3, 8])
     np.testing.assert_array_equal(layout[1, 1], [9, -1, -1])
     with pytest.raises(ValueError, match="multiple of world_size=5"):
-        D.deal(stream, 5)
+        S.deal(stream, 5)
 
 
 @pytest.mark.parametrize("n", [1, 2, 10, 63, 64, 65, 1000, 10**6])
