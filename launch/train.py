@@ -9,16 +9,23 @@ GPUs, else gloo on CPU.
     torchrun --standalone --nproc_per_node=4 launch/train.py --sampler none  # DistributedSampler
 
 Each epoch prints the training loss, the test set's minority recall and balanced accuracy, and
-the minority share the ranks really saw per batch (reduced over all ranks).
+the minority share the ranks really saw: the mean over every sample, and the min and max over
+the full local batches of every rank (the last batch of an epoch may be short).
 
-Checkpoints: --checkpoint PATH saves model, optimizer and sampler state after every epoch and,
-on SIGTERM, at the next step boundary (the ranks agree through an all_reduce), then exits 0.
---resume PATH continues the same global plan, under any --nproc_per_node:
+Checkpoints: --checkpoint PATH saves model, optimizer and sampler state after every epoch.
+--stop-after-steps N stops the run on purpose after N steps: every rank stops at that step
+boundary, saves, and exits 0. A SIGTERM sent to the workers does the same at the next step
+boundary (the ranks agree through an all_reduce). --resume PATH continues the same global
+plan, under any --nproc_per_node:
 
-    torchrun --standalone --nproc_per_node=4 launch/train.py --checkpoint ck.pt  # kill -TERM
+    torchrun --standalone --nproc_per_node=4 launch/train.py --checkpoint ck.pt \
+        --stop-after-steps 20
     torchrun --standalone --nproc_per_node=2 launch/train.py --checkpoint ck.pt --resume ck.pt
 
-Test hooks: --stop-after-steps N sends this run's rank 0 a real SIGTERM after N steps;
+Sending SIGTERM to torchrun itself also leaves a complete checkpoint (torchrun forwards the
+signal, the workers save and exit 0), but torchrun then exits 1 with its own SignalException
+traceback: that is torchrun's exit status, not the training's.
+
 --log-json PATH writes every rank's batches (dataset indices) and the per-epoch metrics.
 """
 
@@ -41,7 +48,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, weights  # noqa: E402
-from distsampler.integrations import SamplerCheckpoint  # noqa: E402
+from distsampler.integrations import SamplerCheckpoint, check_dataset_size  # noqa: E402
 
 MINORITY = 1  # label of the minority class ("digit 0")
 _RUN = {"stop": False, "steps": 0}  # SIGTERM seen; steps of this run (all epochs)
@@ -60,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="save here each epoch and on SIGTERM")
     p.add_argument("--resume", type=Path, help="continue from this checkpoint")
     p.add_argument("--log-json", type=Path, help="write every rank's batches and the metrics")
-    p.add_argument("--stop-after-steps", type=int, help="SIGTERM rank 0 after N steps (tests)")
+    p.add_argument(
+        "--stop-after-steps",
+        type=int,
+        metavar="N",
+        help="stop on purpose after N steps of this run: save --checkpoint, exit 0",
+    )
     return p.parse_args(argv)
 
 
@@ -182,11 +194,12 @@ def train_epoch(
     mix = make_mixup(args, rank, epoch)
     start = ckpt.sampler.state_dict(consumed=0)["consumed"] if ckpt else 0
     loss_sum = minority = items = 0.0
-    lo, hi, steps, stopped = 1.0, 0.0, 0, False
+    lo, hi, steps, stopped = float("inf"), float("-inf"), 0, False  # over full batches
     for x, y, idx in ckpt.track(loader) if ckpt else loader:
         x, y = x.to(device), y.to(device)
         share = float((y == MINORITY).float().mean())
-        lo, hi = min(lo, share), max(hi, share)
+        if len(y) == args.batch_size:  # a short last batch says nothing about the balance
+            lo, hi = min(lo, share), max(hi, share)
         minority, items = minority + share * len(y), items + len(y)
         target = y
         if mix is not None:
@@ -200,7 +213,7 @@ def train_epoch(
         steps += 1
         _RUN["steps"] += 1
         if rank == 0 and _RUN["steps"] == args.stop_after_steps:
-            os.kill(os.getpid(), signal.SIGTERM)  # a real signal through the real handler
+            os.kill(os.getpid(), signal.SIGTERM)  # the same path as a real SIGTERM
         if stop_agreed(device):
             stopped = True
             break
@@ -236,10 +249,15 @@ def restore(
 
 def report(m: dict) -> None:
     """One line per epoch (rank 0): the metrics reduced over all ranks."""
+    full = (
+        "n/a"
+        if m["share_min"] > m["share_max"]
+        else (f"min {m['share_min']:.3f}, max {m['share_max']:.3f}")
+    )
     print(
         f"epoch {m['epoch']}  loss {m['loss']:.4f}  recall {m['recall']:.3f}  "
         f"bal-acc {m['balanced_accuracy']:.3f}  minority/batch {m['share']:.3f} "
-        f"(min {m['share_min']:.3f}, max {m['share_max']:.3f})  batches/rank {m['batches']}",
+        f"(full batches: {full})  batches/rank {m['batches']}",
         flush=True,
     )
 
@@ -267,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.from_numpy(x_train), torch.from_numpy(y_train), torch.arange(len(y_train))
     )
     sampler = make_sampler(args, y_train)  # after init_process_group: it reads the world there
+    check_dataset_size(sampler, dataset)  # one label per sample, or a clear error now
     loader = make_loader(args, dataset, sampler)
     ours = not isinstance(sampler, DistributedSampler)
     ckpt = SamplerCheckpoint(sampler, args.batch_size) if ours else None
@@ -286,7 +305,10 @@ def main(argv: list[str] | None = None) -> None:
             save_checkpoint(args.checkpoint, net, opt, ckpt, epoch, finished=not m["stopped"])
         if m["stopped"]:
             if rank == 0:
-                print(f"stopped by SIGTERM in epoch {epoch}; checkpoint: {args.checkpoint}")
+                print(
+                    f"stopped on purpose in epoch {epoch} at a step boundary; checkpoint: "
+                    f"{args.checkpoint} (continue with --resume {args.checkpoint})"
+                )
             break
     if args.log_json:
         write_log(args, log, metrics)

@@ -15,8 +15,9 @@ exactly the batches its sampler gives under torchrun (Accelerate's own round-rob
 made a pass-through), ``loader.set_epoch`` reaches the sampler, and the sampler's resume point is
 registered with ``accelerator.register_for_checkpointing``.
 
-Checkpoints: --checkpoint DIR runs ``accelerator.save_state(DIR)`` after every epoch and, on
-SIGTERM, at the next step boundary (``set_trigger``/``check_trigger``), then exits 0.
+Checkpoints: --checkpoint DIR runs ``accelerator.save_state(DIR)`` after every epoch and, when
+stopped on purpose (--stop-after-steps N, or SIGTERM to the workers), at that step boundary
+(``set_trigger``/``check_trigger``), then exits 0.
 --resume DIR continues, under any --num_processes (--resume-mode state, the default), or replays
 with ``accelerator.skip_first_batches`` (--resume-mode skip: same world size only).
 """
@@ -60,7 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", type=Path, help="accelerator.load_state directory")
     p.add_argument("--resume-mode", choices=("state", "skip"), default="state")
     p.add_argument("--log-json", type=Path)
-    p.add_argument("--stop-after-steps", type=int, help="SIGTERM rank 0 after N steps (tests)")
+    p.add_argument(
+        "--stop-after-steps",
+        type=int,
+        metavar="N",
+        help="stop on purpose after N steps of this run: save --checkpoint, exit 0",
+    )
     return p.parse_args(argv)
 
 
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         start = sampler.state_dict(consumed=0)["consumed"]
         mix, steps, stopped, loss_sum, seen = make_mixup(args, rank, epoch), skip, False, 0.0, []
         for x, y, idx in ckpt.track(batches):
-            seen.append(float((y == MINORITY).float().mean()))
+            full = len(y) == args.batch_size  # min/max: full batches only (the last may be short)
+            seen.append((float((y == MINORITY).float().mean()), full))
             target = y
             if mix is not None:
                 x, target = mix(x, y)
@@ -131,19 +138,24 @@ def main(argv: list[str] | None = None) -> None:
         skip = 0
         counts = gather_object([steps])
         shares = gather_object(seen)
+        full = [share for share, is_full in shares if is_full]
         loss_mean = accelerator.reduce(torch.tensor(loss_sum / max(len(seen), 1)), "mean")
+        spread = f"min {min(full):.3f}, max {max(full):.3f}" if full else "n/a"
+        mean = sum(share for share, _ in shares) / max(len(shares), 1)
         recall, bal_acc = evaluate(accelerator.unwrap_model(model), x_eval, y_test)
         accelerator.print(
             f"epoch {epoch}  loss {float(loss_mean):.4f}  recall {recall:.3f}  "
-            f"bal-acc {bal_acc:.3f}  minority/batch {sum(shares) / max(len(shares), 1):.3f} "
-            f"(min {min(shares, default=0):.3f}, max {max(shares, default=0):.3f})  "
+            f"bal-acc {bal_acc:.3f}  minority/batch {mean:.3f} (full batches: {spread})  "
             f"batches/rank {counts}",
             flush=True,
         )
         if args.checkpoint:
             save(accelerator, args.checkpoint, epoch, steps, finished=not stopped)
         if stopped:
-            accelerator.print(f"stopped by SIGTERM in epoch {epoch}; checkpoint: {args.checkpoint}")
+            accelerator.print(
+                f"stopped on purpose in epoch {epoch} at a step boundary; checkpoint: "
+                f"{args.checkpoint} (continue with --resume {args.checkpoint})"
+            )
             break
     if args.log_json:
         records = gather_object(log)

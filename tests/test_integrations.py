@@ -20,6 +20,8 @@ from distsampler.integrations import (
     AccelerateBatches,
     DoubleShardingError,
     SamplerCheckpoint,
+    check_dataset_size,
+    check_lightning_trainer,
     check_not_double_sharded,
     find_sampler_state,
     prepare_for_accelerate,
@@ -155,10 +157,51 @@ def test_prepare_for_accelerate_refuses_traps(monkeypatch) -> None:
         prepare_for_accelerate(acc, DATASET, make("quota", 2, 0))
     with pytest.raises(TypeError, match="shuffle is set by prepare_for_accelerate"):
         prepare_for_accelerate(acc, DATASET, make("quota", 1, 0), shuffle=True)
-    # two processes launched but Accelerate sees one (DESIGN decision 9): each would train alone
+    # labels of another length than the dataset: a subset silently, or an IndexError later
+    short = TensorDataset(torch.arange(N - 1))
+    with pytest.raises(ValueError, match=f"has {N} labels but the dataset has {N - 1} samples"):
+        prepare_for_accelerate(acc, short, make("quota", 1, 0))
+    # two processes launched but Accelerate sees one (docs/design.md): each would train alone
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="ACCELERATE_USE_CPU=1"):
         prepare_for_accelerate(acc, DATASET, make("quota", 1, 0))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "size", "match"),
+    [
+        # labels shorter than the dataset: only a prefix of the dataset would ever be drawn
+        (lambda: make("weighted", 1, 0), N + 5, "only the first 101 samples"),
+        # labels longer: indices past the end would fail inside the dataset
+        (lambda: make("quota", 1, 0), N - 1, "IndexError"),
+        # per-sample weights, i.i.d. and without replacement
+        (lambda: DistributedWeightedSampler(np.ones(N), num_replicas=1, rank=0), 7, "weights"),
+        (
+            lambda: DistributedWeightedSampler(
+                np.ones(N), replacement=False, num_replicas=1, rank=0
+            ),
+            N + 1,
+            "101 weights",
+        ),
+    ],
+)
+def test_check_dataset_size(sampler, size: int, match: str) -> None:
+    s = sampler()
+    check_dataset_size(s, range(N))  # one label or weight per sample: fine
+    with pytest.raises(ValueError, match=match):
+        check_dataset_size(s, range(size))
+    check_dataset_size(s, iter(range(size)))  # no len(): nothing to compare
+    check_dataset_size(DistributedSampler(DATASET, 1, 0), range(size))  # not ours: not checked
+
+
+def test_check_lightning_trainer_refuses_the_wrapping_trainer() -> None:
+    """Lightning's default use_distributed_sampler=True would wrap (re-shard) our sampler."""
+    lightning = pytest.importorskip("lightning")
+    kwargs = dict(accelerator="cpu", strategy="ddp", devices=2, logger=False)
+    kwargs.update(enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="use_distributed_sampler=False"):
+        check_lightning_trainer(lightning.Trainer(**kwargs))
+    check_lightning_trainer(lightning.Trainer(**kwargs, use_distributed_sampler=False))
 
 
 # -- the double-sharding detector ------------------------------------------------------------

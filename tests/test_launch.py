@@ -93,7 +93,7 @@ def quota_plan(log: dict) -> dict[tuple[int, int], list[int]]:
     """(epoch, global micro-batch) -> dataset indices, from the ranks' logged batches.
 
     Rank r's k-th batch of a pass that started at micro-batch ``start`` is ``start + k*W + r``
-    (DESIGN: round-robin blocks, the rest of a resumed epoch dealt from rank 0).
+    (docs/design.md: round-robin blocks, the rest of a resumed epoch dealt from rank 0).
     """
     w, plan = log["world_size"], {}
     for rec in log["records"]:
@@ -133,7 +133,7 @@ def test_torchrun_four_ranks_disjoint_equal_balanced(torchrun_full) -> None:
         assert np.array_equal(got, want)  # the plan's own batches, in order
         assert (Y_TRAIN[got].sum(axis=1) == QUOTA).all()  # the quota, exact, every batch
     assert plan[0, 0] != plan[1, 0]  # set_epoch changed the plan
-    assert "minority/batch 0.250 (min 0.250, max 0.250)" in out
+    assert "minority/batch 0.250 (full batches: min 0.250, max 0.250)" in out
 
 
 @pytest.mark.timeout(150)
@@ -143,7 +143,7 @@ def test_sigterm_checkpoint_resumes_under_two_ranks(torchrun_full, tmp_path) -> 
     ckpt, log_a, log_b = tmp_path / "ck.pt", tmp_path / "a.json", tmp_path / "b.json"
     common = ["--sampler", "quota", "--epochs", "2", "--checkpoint", str(ckpt)]
     out = torchrun(4, *common, "--stop-after-steps", "5", "--log-json", str(log_a))
-    assert "stopped by SIGTERM in epoch 0" in out and "batches/rank [5, 5, 5, 5]" in out
+    assert "stopped on purpose in epoch 0" in out and "batches/rank [5, 5, 5, 5]" in out
     state = torch.load(ckpt, weights_only=True)["sampler"]
     assert state["epoch"] == 0 and state["consumed"] == 5 * 4  # micro-batches of all ranks
     out = torchrun(2, *common, "--resume", str(ckpt), "--log-json", str(log_b))
@@ -190,6 +190,8 @@ def test_accelerate_launch_two_processes_match_torchrun(accelerate_full) -> None
     """accelerate launch really starts 2 processes, and each gets exactly its torchrun batches."""
     out, log = accelerate_full
     assert world_size(out) == 2 and log["world_size"] == 2
+    # stratified shares 0.25 with block_size=B: every full local batch holds exactly 8 of 32
+    assert out.count("(full batches: min 0.250, max 0.250)") == 2
     got = batches_by_rank(log)
     for epoch in (0, 1):
         for rank in (0, 1):
@@ -205,7 +207,7 @@ def test_accelerate_save_state_resumes_under_one_process(accelerate_full, tmp_pa
     ckpt, log_a, log_b = tmp_path / "state", tmp_path / "a.json", tmp_path / "b.json"
     common = ["--sampler", "weighted", "--epochs", "2", "--checkpoint", str(ckpt)]
     out = accelerate(2, *common, "--stop-after-steps", "4", "--log-json", str(log_a))
-    assert "stopped by SIGTERM in epoch 0" in out
+    assert "stopped on purpose in epoch 0" in out
     out = accelerate(1, *common, "--resume", str(ckpt), "--log-json", str(log_b))
     assert world_size(out) == 1
     a, b = json.loads(log_a.read_text()), json.loads(log_b.read_text())
@@ -240,7 +242,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from distsampler import DistributedWeightedSampler
-from distsampler.integrations import check_not_double_sharded
+from distsampler.integrations import check_lightning_trainer, check_not_double_sharded
 
 OUT, LABELS = sys.argv[1], [1] * 10 + [0] * 190
 
@@ -254,8 +256,10 @@ class Module(L.LightningModule):
         data = TensorDataset(torch.zeros(200, 1), torch.tensor(LABELS), torch.arange(200))
         return DataLoader(data, batch_size=8, sampler=sampler)
 
-    def on_train_start(self):
+    def on_train_start(self):  # the recipe: fail fast if Lightning would shard again
+        check_lightning_trainer(self.trainer)
         check_not_double_sharded(self.trainer.train_dataloader)
+        self.checked = True
 
     def training_step(self, batch, i):
         x, y, idx = batch
@@ -266,7 +270,7 @@ class Module(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def on_train_end(self):
-        out = {"world": self.trainer.world_size, "seen": self.seen}
+        out = {"world": self.trainer.world_size, "seen": self.seen, "checked": self.checked}
         with open(f"{OUT}/rank{self.global_rank}.json", "w") as f:
             json.dump(out, f)
 
@@ -287,7 +291,7 @@ def test_lightning_ddp_keeps_our_sharding(tmp_path) -> None:
     launch([sys.executable, str(script), str(tmp_path)], timeout=80)
     for rank in (0, 1):
         run = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert run["world"] == 2
+        assert run["world"] == 2 and run["checked"]  # check_lightning_trainer passed
         for epoch in (0, 1):
             s = DistributedWeightedSampler(
                 labels=[1] * 10 + [0] * 190, num_replicas=2, rank=rank, block_size=8, seed=1

@@ -11,6 +11,7 @@ module                 what it gives
 ``transformers``       ``SamplerTrainer`` and ``SamplerTrainerMixin`` for HF ``Trainer``
 ``checkpoint``         :class:`SamplerCheckpoint`: the resume point at the loop's own count
 ``double_sharding``    :func:`check_not_double_sharded` and :class:`DoubleShardingError`
+``_common``            :func:`check_dataset_size`: one label (or weight) per dataset sample
 =====================  ==================================================================
 
 ``from distsampler.integrations import ...`` works for every name but the ``transformers``
@@ -18,6 +19,7 @@ ones, which need ``from distsampler.integrations.transformers import ...`` (so t
 this package never imports ``transformers``).
 """
 
+from ._common import check_dataset_size
 from .accelerate import AccelerateBatches, prepare_for_accelerate
 from .checkpoint import SamplerCheckpoint
 from .double_sharding import DoubleShardingError, check_not_double_sharded
@@ -28,6 +30,7 @@ __all__ = [
     "AccelerateBatches",
     "DoubleShardingError",
     "SamplerCheckpoint",
+    "check_dataset_size",
     "check_lightning_trainer",
     "check_not_double_sharded",
     "find_sampler_state",

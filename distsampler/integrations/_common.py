@@ -1,4 +1,4 @@
-"""What every integration shares: which samplers are ours, and items per local batch."""
+"""What every integration shares: which samplers are ours, items per batch, dataset sizes."""
 
 from __future__ import annotations
 
@@ -32,3 +32,62 @@ def items_per_batch(sampler: OurSampler, batch_size: int | None) -> int:
     if batch_size is None:
         raise ValueError("batch_size is required with a DistributedWeightedSampler")
     return check_int("batch_size", batch_size, 1)
+
+
+def sampler_dataset_size(sampler: OurSampler) -> int | None:
+    """Samples the sampler indexes: one per label or weight (``None`` when it cannot tell)."""
+    size = getattr(sampler, "dataset_size", None)
+    if size is not None:
+        return int(size)
+    index = getattr(sampler, "index", None)
+    if index is not None:
+        return int(index.num_samples)
+    plan = getattr(sampler, "_plan", None)
+    for attr in ("cumulative", "weights"):
+        values = getattr(plan, attr, None)
+        if values is not None:
+            return len(values)
+    return None
+
+
+def check_dataset_size(sampler: Any, dataset: Any) -> None:
+    """Raise unless the sampler has exactly one label (or weight) per sample of ``dataset``.
+
+    The trap this catches: labels shorter than the dataset silently sample only its first
+    ``len(labels)`` samples; longer ones fail much later, inside the dataset, with an
+    ``IndexError``. :func:`prepare_for_accelerate` (and ``SamplerTrainer``) call it for you;
+    call it yourself before ``DataLoader(dataset, sampler=...)`` if you build the loader.
+    Datasets without ``len()`` (iterable datasets) and samplers that are not ours pass.
+
+    Example:
+        >>> from distsampler import DistributedWeightedSampler
+        >>> sampler = DistributedWeightedSampler(labels=[0, 0, 1], num_replicas=1, rank=0)
+        >>> check_dataset_size(sampler, range(3))  # one label per sample: fine
+        >>> check_dataset_size(sampler, range(4))
+        Traceback (most recent call last):
+        ...
+        ValueError: the sampler has 3 labels but the dataset has 4 samples: ...
+
+    Raises:
+        ValueError: the sizes differ; the message says which way and what follows from it.
+    """
+    if not isinstance(sampler, OUR_SAMPLERS):
+        return
+    try:
+        n_data = len(dataset)
+    except TypeError:
+        return
+    n_sampler = sampler_dataset_size(sampler)
+    if n_sampler is None or n_sampler == n_data:
+        return
+    labels = getattr(sampler, "index", None) is not None
+    what, one = ("labels", "label") if labels else ("weights", "weight")
+    consequence = (
+        f"only the first {n_sampler} samples would ever be drawn"
+        if n_sampler < n_data
+        else "indices past the dataset's end would fail inside it with an IndexError"
+    )
+    raise ValueError(
+        f"the sampler has {n_sampler} {what} but the dataset has {n_data} samples: "
+        f"{consequence}; pass one {one} per sample of the dataset, in the dataset's order"
+    )

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .._core.checks import check_int
 from ..quota import DistributedQuotaBatchSampler
-from ._common import OurSampler, check_sampler, items_per_batch
+from ._common import OurSampler, check_dataset_size, check_sampler, items_per_batch
 from .checkpoint import SamplerCheckpoint
 from .double_sharding import check_not_double_sharded
 
@@ -108,11 +108,17 @@ def prepare_for_accelerate(
             batches would be skipped twice); pass ``register=False`` to resume with it instead.
         **dataloader_kwargs: ``num_workers``, ``collate_fn``, ``pin_memory``, ...
 
+    Raises:
+        ValueError: the sampler's labels (or weights) do not number ``len(dataset)``, or an
+            Accelerate setting would split, broadcast or replay the batches.
+        RuntimeError: the launcher and Accelerate disagree on the number of processes.
+
     Returns:
         ``(loader, checkpoint)``: iterate ``checkpoint.track(loader)`` and call
         ``loader.set_epoch(epoch)`` (it reaches the sampler) before each epoch.
     """
     check_sampler(sampler)
+    check_dataset_size(sampler, dataset)
     world = accelerator.num_processes
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world != world:
