@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 
@@ -21,7 +20,6 @@ from torch.utils.data import WeightedRandomSampler
 from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
 from distsampler import weights as W
 from distsampler.inspect import cli, runs
-from distsampler.inspect import diagnostics as D
 from distsampler.inspect import streams as S
 
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -105,41 +103,54 @@ def torch_epochs(labels, world, batch, epochs, seed) -> list[list[np.ndarray]]:
     return out
 
 
-def reference(labels, epochs_batches, batch) -> dict:
-    """The printed numbers, computed plainly from the batches."""
-    cls = {n: labels == n for n in NAMES}
-    seen = np.zeros(len(labels), dtype=bool)
-    draws = {n: 0 for n in NAMES}
-    shares, coverage, rep_max = [], {n: [] for n in NAMES}, 0
+def reference(sets: list[set], epochs_batches, batch: int, minority) -> dict:
+    """The printed numbers, computed plainly from the batches.
+
+    ``sets[i]`` is the set of classes sample ``i`` holds (one class for single-label data). A
+    draw contains class ``c`` when its sample holds ``c``.
+    """
+    names = sorted({c for s in sets for c in s}, key=str)
+    holds = {c: np.array([c in s for s in sets]) for c in names}
+    seen = np.zeros(len(sets), dtype=bool)
+    draws, total = {c: 0 for c in names}, 0
+    shares, coverage, rep_max = [], {c: [] for c in names}, 0
     for batches in epochs_batches:
         stream = np.concatenate(batches)
         seen[stream] = True
-        for n in NAMES:
-            draws[n] += int(np.sum(labels[stream] == n))
-            coverage[n].append(float(seen[cls[n]].mean()))
-        rep_max = max(rep_max, int(np.bincount(stream, minlength=len(labels))[cls["defect"]].max()))
-        shares += [np.mean(labels[b] == "defect") for b in batches if len(b) == batch]
-    total = sum(draws.values())
+        total += len(stream)
+        for c in names:
+            draws[c] += int(np.sum(holds[c][stream]))
+            coverage[c].append(float(seen[holds[c]].mean()))
+        times = np.bincount(stream, minlength=len(sets))
+        rep_max = max(rep_max, int(times[holds[minority]].max()))
+        shares += [np.mean(holds[minority][b]) for b in batches if len(b) == batch]
     return {
-        "realised_share": {n: draws[n] / total for n in NAMES},
-        "coverage": coverage,
+        "realised_share": {str(c): draws[c] / total for c in names},
+        "coverage": {str(c): coverage[c] for c in names},
         "min": min(shares),
         "median": float(np.median(shares)),
+        "mean": float(np.mean(shares)),
         "max": max(shares),
+        "full_batches": len(shares),
         "none": float(np.mean(np.array(shares) == 0)),
         "rep_max": rep_max,
         "draws_per_epoch": len(np.concatenate(epochs_batches[0])),
     }
 
 
+def single(labels) -> list[set]:
+    return [{x} for x in labels]
+
+
 def assert_matches(got: dict, ref: dict) -> None:
     assert got["realised_share"] == pytest.approx(ref["realised_share"], rel=1e-12)
-    for n in NAMES:
+    assert got["coverage"].keys() == ref["coverage"].keys()
+    for n in ref["coverage"]:
         assert got["coverage"][n] == pytest.approx(ref["coverage"][n], rel=1e-12)
     share = got["minority_share"]
-    assert (share["min"], share["median"], share["max"]) == pytest.approx(
-        (ref["min"], ref["median"], ref["max"]), rel=1e-12
-    )
+    keys = ("min", "median", "mean", "max")
+    assert [share[k] for k in keys] == pytest.approx([ref[k] for k in keys], rel=1e-12)
+    assert share["full_batches"] == ref["full_batches"]
     assert got["no_minority_fraction"] == pytest.approx(ref["none"])
     assert got["minority_repeats_per_epoch"]["max"] == ref["rep_max"]
     assert got["draws_per_epoch"] == ref["draws_per_epoch"]
@@ -183,7 +194,8 @@ def test_weighted_numbers_equal_the_samplers_own(
         "inspect", npy, "--sampler", "weighted", "--world-size", world,
         "--batch-size", batch, "--epochs", epochs, *args,
     )  # fmt: skip
-    ref = reference(labels, weighted_epochs(labels, world, batch, epochs, **kw), batch)
+    batches = weighted_epochs(labels, world, batch, epochs, **kw)
+    ref = reference(single(labels), batches, batch, "defect")
     assert_matches(report["samplers"]["weighted"], ref)
     assert report["minority"] == "defect"
 
@@ -206,7 +218,8 @@ def test_quota_numbers_equal_the_samplers_own(capsys, labels, npy, quota, policy
     name, value = quota.split("=")
     quotas = {name: float(value) if "." in value else int(value)}
     policies = dict([policy.split("=")]) if policy else None
-    ref = reference(labels, quota_epochs(labels, world, batch, 3, quotas, policies=policies), batch)
+    batches = quota_epochs(labels, world, batch, 3, quotas, policies=policies)
+    ref = reference(single(labels), batches, batch, "defect")
     assert_matches(report["samplers"]["quota"], ref)
 
 
@@ -217,7 +230,7 @@ def test_torch_wrs_numbers_equal_weighted_random_sampler(capsys, labels, npy, wo
         "inspect", npy, "--sampler", "torch-wrs", "--world-size", world,
         "--batch-size", 8, "--epochs", 3, "--seed", 11,
     )  # fmt: skip
-    ref = reference(labels, torch_epochs(labels, world, 8, 3, 11), 8)
+    ref = reference(single(labels), torch_epochs(labels, world, 8, 3, 11), 8, "defect")
     assert_matches(report["samplers"]["torch-wrs"], ref)
 
 
@@ -380,80 +393,3 @@ def test_python_dash_m_entry_point(npy):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["num_samples"] == 313
-
-
-# -- diagnostics: pure functions ------------------------------------------------------------------
-def test_batch_composition_and_shares_hand_case():
-    codes = np.array([0, 0, 1, 1, 2])
-    batches = np.array([[0, 2, 4], [1, 1, -1], [3, 3, 3]])  # -1: a short batch
-    comp = D.batch_composition(batches, codes, 3)
-    np.testing.assert_array_equal(comp, [[1, 1, 1], [2, 0, 0], [0, 3, 0]])
-    np.testing.assert_allclose(D.batch_shares(comp, 1), [1 / 3, 0, 1])
-    np.testing.assert_allclose(D.batch_shares(comp, 1, batch_size=3), [1 / 3, 1])  # full only
-    stats = D.ShareStats.of(D.batch_shares(comp, 1))
-    assert (stats.min, stats.median, stats.max, stats.none) == (0, 1 / 3, 1, 1 / 3)
-
-
-def test_coverage_curve_first_seen_repeats_hand_case():
-    codes = np.array([0, 0, 1, 1])
-    stream = np.array([3, 1, 3, 0, 2])
-    np.testing.assert_array_equal(D.first_seen(stream, 4), [3, 1, 4, 0])
-    np.testing.assert_array_equal(D.repeats(stream, 5), [1, 1, 1, 2, 0])
-    curve = D.coverage_curve(stream, codes, 2)
-    np.testing.assert_allclose(curve, [[0, 0.5], [0.5, 0.5], [0.5, 0.5], [1, 0.5], [1, 1]])
-    np.testing.assert_allclose(D.coverage_curve(stream, codes, 2, at=[0, 2, 99])[:, 0], [0, 0.5, 1])
-    x, f = D.ecdf(np.array([2, 0, 2, 5]))
-    assert x.tolist() == [0, 2, 5] and f.tolist() == [0.25, 0.75, 1.0]
-
-
-def test_epoch_layout_deals_blocks_like_the_sampler():
-    stream = np.arange(12)
-    # 3 ranks, blocks of 2, batches of 3: rank r takes positions 2r, 2r+1, 6+2r, 6+2r+1
-    layout = S.epoch_layout(stream, 3, 3, block_size=2)
-    assert layout.shape == (2, 3, 3)
-    np.testing.assert_array_equal(layout[0, 1], [2, 3, 8])
-    np.testing.assert_array_equal(layout[1, 1], [9, -1, -1])
-    with pytest.raises(ValueError, match="multiple of world_size=5"):
-        S.deal(stream, 5)
-
-
-@pytest.mark.parametrize("n", [1, 2, 10, 63, 64, 65, 1000, 10**6])
-def test_harmonic_numbers(n):
-    exact = math.fsum(1 / i for i in range(1, n + 1))
-    assert float(D.harmonic(n)) == pytest.approx(exact, rel=1e-12)
-
-
-# Monte Carlo: R replicates of k uniform draws from n members. The seen fraction of one
-# replicate is a mean of n indicators with P(seen) = p that are negatively correlated
-# (P(both unseen) = (1 - 2/n)^k <= (1 - 1/n)^(2k)), so its variance is <= p(1 - p)/n and the
-# mean of R replicates has std <= sqrt(p(1 - p) / (n R)). Allowed error: 4 of those (fixed seed).
-@pytest.mark.parametrize(
-    ("n", "k"), [(1, 0), (1, 3), (5, 0), (5, 1), (5, 12), (50, 50), (400, 1200)]
-)
-def test_expected_coverage_matches_monte_carlo(n, k):
-    reps = 2000
-    rng = np.random.default_rng(n * 1000 + k)
-    draws = rng.integers(0, n, size=(reps, k))
-    hit = np.zeros((reps, n), dtype=bool)
-    hit[np.repeat(np.arange(reps), k), draws.ravel()] = True
-    measured = hit.mean()
-    p = float(D.expected_coverage(n, k))
-    assert p == pytest.approx(1 - (1 - 1 / n) ** k)
-    assert abs(measured - p) <= 4 * math.sqrt(p * (1 - p) / (n * reps)) + 1e-12
-
-
-# Coupon collector: T = draws until all n members were seen, E[T] = n H_n and
-# Var[T] = n^2 sum 1/i^2 - n H_n <= pi^2 n^2 / 6; the mean of R runs is within 4 std of E[T].
-@pytest.mark.parametrize("n", [1, 2, 10, 60])
-def test_coupon_collector_matches_monte_carlo(n):
-    reps = 2000
-    rng = np.random.default_rng(n)
-    length = int(n * math.log(n + 1) + 25 * n + 10)  # P(T > length) <= e^-25 per run
-    draws = rng.integers(0, n, size=(reps, length))
-    first = np.full((reps, n), length, dtype=np.int64)
-    rows = np.repeat(np.arange(reps), length)
-    np.minimum.at(first, (rows, draws.ravel()), np.tile(np.arange(length), reps))
-    cover = first.max(axis=1) + 1
-    assert cover.max() < length
-    expected = float(D.expected_draws_to_cover(n))
-    assert abs(cover.mean() - expected) <= 4 * math.sqrt(math.pi**2 * n**2 / 6 / reps)

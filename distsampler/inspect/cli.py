@@ -18,16 +18,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .load import load_data
+from .load import Data, load_data
 from .options import CliError, class_named
 from .plots import require_matplotlib, write_plots
 from .report import build_report, format_report
-from .runs import SAMPLERS, STRATEGIES, build_runs, simulate
+from .runs import SAMPLERS, STRATEGIES, Run, build_runs, simulate
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distsampler", description="Class-imbalance samplers for PyTorch DDP."
     )
@@ -150,8 +150,8 @@ def _check_args(args) -> None:
         raise CliError("--separator should be a non-empty string")
 
 
-def inspect(args) -> int:
-    """``distsampler inspect``: returns the exit status."""
+def simulation(args) -> tuple[Data, list[Run], int]:
+    """Load the labels, build the runs and simulate every epoch: ``(data, runs, minority)``."""
     _check_args(args)
     if args.plots:
         require_matplotlib()
@@ -171,6 +171,12 @@ def inspect(args) -> int:
         minority = data.index.names.index(name)
     runs = build_runs(args, data)
     simulate(runs, data, args, minority)
+    return data, runs, minority
+
+
+def inspect(args) -> int:
+    """``distsampler inspect``: returns the exit status."""
+    data, runs, minority = simulation(args)
     report = build_report(runs, data, args, minority)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.plots and any(r.tally is not None for r in runs):
@@ -182,7 +188,7 @@ def inspect(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``distsampler``; returns the exit status (0 ok, 2 bad input)."""
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as exc:  # --help or a usage error, already printed by argparse
         return int(exc.code or 0)
     try:

@@ -6,7 +6,8 @@ Inputs, by file type:
   column ``j`` being class ``j``.
 * ``.csv``: one label per row in ``column``; with ``multilabel=True`` a cell holds a set of
   labels separated by ``separator`` (default ``|``, e.g. ``scratch|dent``; an empty cell is a
-  sample with no label).
+  sample with no label: ``img3.png,`` or, in a one-column file, ``""``, as a blank line is
+  skipped).
 * ``.json``: a COCO annotation file (an object with ``images`` and ``annotations``), mapped to
   groups with ``coco_groups`` (single-label) or to one group per category name with
   ``multilabel=True``; or a JSON list with one label, or one list of labels, per sample

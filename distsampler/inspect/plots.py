@@ -22,7 +22,7 @@ from .options import CliError
 from .report import MAX_CLASS_ROWS
 from .runs import Run
 
-__all__ = ["PANELS", "PLOTS_HINT", "require_matplotlib", "write_plots"]
+__all__ = ["PANELS", "PLOTS_HINT", "figure", "require_matplotlib", "write_plots"]
 
 PLOTS_HINT = 'matplotlib is needed for --plots: pip install "distsampler[plots]"'
 _LEGEND = {"fontsize": 7.5, "framealpha": 0.9}
@@ -181,36 +181,38 @@ def _context(runs: list[Run], data: Data, args, minority: int) -> dict:
     }
 
 
-def write_plots(directory: str, runs: list[Run], data: Data, args, minority: int) -> list[Path]:
-    """One PNG per panel kind (samplers side by side) and ``inspect.png`` with all of them."""
+def figure(panels: list[str], runs: list[Run], data: Data, args, minority: int):
+    """A matplotlib ``Figure``: one row per panel kind in ``panels``, one column per run.
+
+    Every axes carries its own legend. Runs without a tally (skipped samplers) are left out.
+    """
     from matplotlib.figure import Figure
 
     runs = [r for r in runs if r.tally is not None]
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     ctx = _context(runs, data, args, minority)
     cols = max(1, len(runs))
-    written = []
-
-    def save(fig, name):
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        written.append(path)
-
-    for name, panel in PANELS.items():
-        fig = Figure(figsize=(5.2 * cols, 3.6), layout="constrained")
-        for ax, run in zip(fig.subplots(1, cols, squeeze=False)[0], runs, strict=True):
-            panel(ax, run, ctx)
-        save(fig, name)
-    fig = Figure(figsize=(5.2 * cols, 3.4 * len(PANELS)), layout="constrained")
-    grid = fig.subplots(len(PANELS), cols, squeeze=False)
-    for row, panel in zip(grid, PANELS.values(), strict=True):
+    height = 3.6 if len(panels) == 1 else 3.4 * len(panels)
+    fig = Figure(figsize=(5.2 * cols, height), layout="constrained")
+    grid = fig.subplots(len(panels), cols, squeeze=False)
+    for row, name in zip(grid, panels, strict=True):
         for ax, run in zip(row, runs, strict=True):
-            panel(ax, run, ctx)
-    fig.suptitle(
-        f"{Path(data.source).name}: {data.index.num_samples:,} samples, batch {args.batch_size}"
-        f" x {args.world_size} rank(s), {args.epochs} epochs",
-        fontsize=11,
-    )
-    save(fig, "inspect")
+            PANELS[name](ax, run, ctx)
+    if len(panels) > 1:
+        fig.suptitle(
+            f"{Path(data.source).name}: {data.index.num_samples:,} samples, batch "
+            f"{args.batch_size} x {args.world_size} rank(s), {args.epochs} epochs",
+            fontsize=11,
+        )
+    return fig
+
+
+def write_plots(directory: str, runs: list[Run], data: Data, args, minority: int) -> list[Path]:
+    """One PNG per panel kind (samplers side by side) and ``inspect.png`` with all of them."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, panels in [*((k, [k]) for k in PANELS), ("inspect", list(PANELS))]:
+        path = out / f"{name}.png"
+        figure(panels, runs, data, args, minority).savefig(path, dpi=110)
+        written.append(path)
     return written

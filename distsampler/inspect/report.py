@@ -96,11 +96,12 @@ def format_report(report: dict) -> str:
         f"minority: {minority}",
     ]
     if multi:
-        per_sample = sum(classes.values()) / max(1, n - report["unlabelled_samples"])
-        lines.append(
-            f"multi-label: {per_sample:.2f} classes per labelled sample on average; "
-            f"{report['unlabelled_samples']:,} samples with no class (never drawn by class)"
-        )
+        bare = report["unlabelled_samples"]
+        per_sample = sum(classes.values()) / max(1, n - bare)
+        line = f"multi-label: {per_sample:.2f} classes per labelled sample on average"
+        if bare:
+            line += f"; {bare:,} samples hold no class (class-aware samplers never draw them)"
+        lines.append(line)
     lines.append("")
     head = "samples holding it" if multi else "samples"
     data_rows = [(k, [f"{classes[k]:,}", _pct(classes[k] / n)]) for k in shown]
