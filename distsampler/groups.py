@@ -161,7 +161,7 @@ class GroupIndex:
     def from_labels(cls, labels: Any, name: str = "labels") -> GroupIndex:
         """Index one label per sample (ints or strings; sequence, array, tensor or ``.npy`` path).
 
-        Example:
+        Examples:
             >>> index = GroupIndex.from_labels(["normal", "defect", "normal"])
             >>> index.names, index.sizes.tolist(), index.group(1).tolist()
             (('defect', 'normal'), [1, 2], [0, 2])
@@ -275,7 +275,7 @@ class GroupIndex:
         ``len(index)`` is ``N``; ``sizes[c]`` counts the samples containing ``c``. Groups are
         sorted by name; labels that no sample carries do not become groups.
 
-        Example:
+        Examples:
             >>> index = GroupIndex.from_label_sets(
             ...     [["scratch"], [], ["scratch", "dent"]], background="ok")
             >>> index.names, index.sizes.tolist(), index.group(2).tolist()
@@ -314,7 +314,7 @@ class GroupIndex:
         them (e.g. the parts of a ``ConcatDataset``). Nothing of size ``N`` is stored: member
         ``j`` of group ``g`` is ``offsets[g] + j``. Names keep the mapping's order.
 
-        Example:
+        Examples:
             >>> index = GroupIndex.from_sizes({"web": 6_000_000_000, "books": 3_000_000_000})
             >>> len(index), index.offsets.tolist()
             (9000000000, [0, 6000000000, 9000000000])
@@ -452,7 +452,7 @@ def from_coco(
     Sample ``i`` of a dataset built from the same file in the same order is image
     ``image_ids[i]``.
 
-    Example:
+    Examples:
         >>> coco = {"images": [{"id": 7}, {"id": 9}],
         ...         "categories": [{"id": 1, "name": "scratch"}, {"id": 2, "name": "dent"}],
         ...         "annotations": [{"image_id": 7, "category_id": 1},

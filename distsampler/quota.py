@@ -7,45 +7,18 @@ from collections.abc import Hashable, Iterator, Mapping
 import numpy as np
 from torch.utils.data import Sampler
 
-from ._core.checks import check_int
-from ._core.keyed import derive, make_key, permute, uniform
-from ._core.plan import CYCLE, QUOTA, cycled_members, largest_remainder
+from ._core.checks import MAX_SEED, check_bool, check_int
+from ._core.plan import PLAN_VERSION
+from ._core.quota_plan import QuotaPlan
 from ._core.sharding import Shard, resolve_world
-from ._core.state import EpochState
-from ._core.strata import sorted_unique
-from .groups import GroupIndex, fingerprint
+from ._core.state import Config, EpochState, config_value
+from .groups import GroupIndex
 
-__all__ = ["DistributedQuotaBatchSampler", "batch_counts"]
+__all__ = ["DistributedQuotaBatchSampler"]
 
 POLICIES = ("cycle", "replace")
 _CHUNK_INDICES = 1 << 16  # indices a chunk, as for the index sampler
 _FIRST_INDICES = 1 << 10  # the first chunk
-
-
-def batch_counts(per_epoch: np.ndarray, num_batches: int, batches: np.ndarray, t0: int):
-    """Counts per group in each batch, and how many of each group came before it.
-
-    ``per_epoch[c]`` draws of group ``c`` are spread over ``num_batches`` batches by carrying
-    remainders: batch ``m`` holds ``per_epoch[c] // M`` or one more, the extra draws rotating
-    through the groups with a phase ``t0``, so that the block holds exactly ``per_epoch`` and
-    every batch holds the same total. Closed form, so any batch is computed on its own.
-
-    Returns:
-        ``(counts, before)``, both ``(len(batches), C)`` int64.
-    """
-    per_epoch = np.asarray(per_epoch, dtype=np.int64)
-    m = np.asarray(batches, dtype=np.int64)[:, None]  # (nb, 1)
-    big = num_batches
-    whole, extra = np.divmod(per_epoch, big)  # (C,)
-    arc = np.cumsum(extra) - extra  # extra draws of group c own [arc, arc + extra) mod big
-
-    def upto(y):  # number of z in [0, y) with z mod big < extra
-        return (y // big) * extra + np.minimum(y % big, extra)
-
-    shift = t0 - arc + big * (arc // big + 1)  # >= 0, same residue as t0 - arc
-    before = m * whole + upto(shift + m) - upto(shift)
-    counts = whole + ((t0 + m - arc) % big < extra)
-    return counts, before
 
 
 class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
@@ -77,7 +50,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
     Warning:
         Call :meth:`set_epoch` before every epoch, or every epoch repeats the same batches.
 
-    Example:
+    Examples:
         >>> labels = ["defect"] * 30 + ["normal"] * 970
         >>> sampler = DistributedQuotaBatchSampler(
         ...     labels, batch_size=8, quotas={"defect": 3},
@@ -100,13 +73,8 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
     ) -> None:
         self.index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.seed = check_int("seed", seed, 0)
-        if not isinstance(shuffle_within_batch, (bool, np.bool_)):
-            raise TypeError(
-                "shuffle_within_batch should be a boolean value, but got "
-                f"shuffle_within_batch={shuffle_within_batch!r}"
-            )
-        self.shuffle_within_batch = bool(shuffle_within_batch)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
+        self.shuffle_within_batch = check_bool("shuffle_within_batch", shuffle_within_batch)
         world, rnk = resolve_world(num_replicas, rank)
         self._shard = Shard(world, rnk, 1)
         self.num_replicas, self.rank = world, rnk
@@ -131,6 +99,14 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             self.epoch_batches = max(1, base)
         else:
             self.epoch_batches = check_int("num_batches", num_batches, 1) * world
+        self._plan = QuotaPlan(
+            self.index,
+            self.batch_size,
+            self._per_batch,
+            self._cycled,
+            self.epoch_batches,
+            self.shuffle_within_batch,
+        )
         self.sampler = _EpochForwarder(self)
 
     @classmethod
@@ -253,75 +229,36 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             cycled[g] = p == "cycle"
         return cycled
 
+    @property
+    def dataset_size(self) -> int:
+        """Samples the sampler indexes (one per label): must equal ``len(dataset)``."""
+        return self.index.num_samples
+
     # -- the plan ------------------------------------------------------------------------------
     def per_epoch_counts(self) -> np.ndarray:
         """Draws of each group in one epoch (``epoch_batches`` global micro-batches), exact."""
-        fixed = np.isclose(self._per_batch, np.round(self._per_batch)) & (
-            np.abs(self._per_batch - np.round(self._per_batch)) < 1e-9
-        )
-        counts = np.where(fixed, np.round(self._per_batch), 0).astype(np.int64)
-        counts *= self.epoch_batches
-        flex = ~fixed
-        if flex.any():
-            slots = self.epoch_batches * self.batch_size - int(counts.sum())
-            counts[flex] = largest_remainder(slots, self._per_batch[flex])
-        return counts
+        return self._plan.per_epoch_counts()
 
     def batches(self, micro_batches: np.ndarray, epoch: int | None = None) -> np.ndarray:
         """Global micro-batches (sorted indices into the epoch's plan) as a ``(n, B)`` array."""
         ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)
-        mb = np.asarray(micro_batches, dtype=np.int64)
-        big, bs = self.epoch_batches, self.batch_size
-        per_epoch = self.per_epoch_counts()
-        num = len(per_epoch)
-        out = np.empty((len(mb), bs), dtype=np.int64)
-        blocks = mb // big
-        for b in sorted_unique(blocks):
-            sel = blocks == b
-            m = mb[sel] - b * big
-            key = make_key(self.seed, ep, QUOTA, int(b))
-            t0 = int(derive(key, 0) % np.uint64(big))
-            counts, before = batch_counts(per_epoch, big, m, t0)  # (nb, C)
-            # Slot s of batch i takes group c where s falls in c's range of the batch.
-            start = np.cumsum(counts, axis=1) - counts  # (nb, C)
-            flat = (np.arange(len(m))[:, None] * bs + start).ravel()
-            slots = np.arange(len(m) * bs)
-            f = np.searchsorted(flat, slots, side="right") - 1
-            row, g = f // num, f % num
-            stream = (ep + int(b)) * per_epoch[g] + before[row, g] + (slots - flat[f])
-            items = np.empty(len(slots), dtype=np.int64)
-            cyc = self._cycled[g]
-            if cyc.any():
-                items[cyc] = cycled_members(
-                    self.index, g[cyc], stream[cyc], make_key(self.seed, CYCLE)
-                )
-            if (~cyc).any():
-                gr, sr = g[~cyc], stream[~cyc]
-                sizes = self.index.sizes[gr]
-                u = uniform(derive(make_key(self.seed, QUOTA), gr), sr)
-                j = np.minimum((u * sizes).astype(np.int64), sizes - 1)
-                items[~cyc] = self.index.members[self.index.offsets[gr] + j]
-            items = items.reshape(len(m), bs)
-            if self.shuffle_within_batch:
-                order = permute(np.arange(bs)[None, :], bs, derive(key, 1, m[:, None]))
-                items = np.take_along_axis(items, order, axis=1)
-            out[sel] = items
-        return out
+        return self._plan.draw(self.seed, ep, np.asarray(micro_batches, dtype=np.int64))
 
     # -- the sampler protocol --------------------------------------------------------------------
-    def _config(self) -> str:
-        q = ",".join(
-            f"{n!r}:{x:.12g}" for n, x in zip(self.index.names, self._per_batch, strict=True)
-        )
-        pol = "".join("c" if c else "r" for c in self._cycled)
-        nb = self._num_batches_arg
-        return (
-            f"DistributedQuotaBatchSampler(data={fingerprint(self.index.members)}:"
-            f"{len(self.index.names)}, batch_size={self.batch_size}, per_batch={{{q}}}, "
-            f"policies={pol}, num_batches={nb}, epoch_batches={self.epoch_batches}, "
-            f"seed={self.seed}, "
-            f"shuffle_within_batch={self.shuffle_within_batch})"
-        )
+    def _config(self) -> Config:
+        config: dict = {
+            "plan_version": PLAN_VERSION,
+            "data": self.index.fingerprint(),
+            "batch_size": self.batch_size,
+            "num_batches": self._num_batches_arg,
+            "epoch_batches": self.epoch_batches,
+            "seed": self.seed,
+            "shuffle_within_batch": self.shuffle_within_batch,
+        }
+        for name, per, cyc in zip(self.index.names, self._per_batch, self._cycled, strict=True):
+            config[f"quota[{name!r}]"] = float(per)
+            config[f"policy[{name!r}]"] = "cycle" if cyc else "replace"
+        return {k: config_value(v) for k, v in config.items()}
 
     def _total(self) -> int:
         return self.epoch_batches

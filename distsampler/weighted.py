@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from . import weights as W
-from ._core.checks import check_bool, check_int, check_weights
-from ._core.plan import ClassIID, Stratified, WeightedIID, WeightedWithoutReplacement
+from ._core.checks import MAX_SEED, check_bool, check_int
+from ._core.plan import (
+    PLAN_VERSION,
+    ClassIID,
+    Plan,
+    Stratified,
+    WeightedIID,
+    WeightedWithoutReplacement,
+)
 from ._core.sharding import Shard, resolve_world
-from ._core.state import EpochState
-from .groups import GroupIndex, fingerprint
+from ._core.state import Config, EpochState, config_value
+from .groups import GroupIndex
+from .weight_index import WeightIndex
 
 __all__ = ["DistributedWeightedSampler"]
 
@@ -60,7 +69,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         Call :meth:`set_epoch` at the start of every epoch, before creating the DataLoader
         iterator; otherwise every epoch repeats the same plan.
 
-    Example:
+    Examples:
         >>> sampler = DistributedWeightedSampler(labels=[0] * 97 + [1] * 3, num_replicas=2, rank=0)
         >>> len(sampler)
         50
@@ -90,7 +99,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             )
         self.replacement = check_bool("replacement", replacement)
         self.drop_last = check_bool("drop_last", drop_last)
-        self.seed = check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0, MAX_SEED)
         world, rnk = resolve_world(num_replicas, rank)
         self._shard = Shard(world, rnk, check_int("block_size", block_size, 1))
         self.num_replicas, self.rank, self.block_size = world, rnk, self._shard.block_size
@@ -99,9 +108,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
             if not (isinstance(class_weights, str) and class_weights == "balanced"):
                 raise ValueError("class_weights applies to labels=, not to weights=")
-            self._init_weights(check_weights(weights), num_samples)
+            self._plan = self._weights_plan(weights, num_samples)
         else:
-            self._init_labels(labels, class_weights, num_samples, stratify)
+            self._plan = self._labels_plan(labels, class_weights, num_samples, stratify)
         if self._shard.length(self.num_samples, self.drop_last) == 0:
             raise ValueError(
                 f"drop_last=True leaves no sample per rank: num_samples={self.num_samples} "
@@ -109,18 +118,19 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             )
 
     # -- construction ------------------------------------------------------------------------
-    def _init_weights(self, w: np.ndarray, num_samples) -> None:
+    def _weights_plan(self, weights: Any, num_samples: int | None) -> Plan:
+        index = weights if isinstance(weights, WeightIndex) else WeightIndex.from_weights(weights)
+        self.weight_index = index
         self.num_samples = check_int(
-            "num_samples", len(w) if num_samples is None else num_samples, 1
+            "num_samples", len(index) if num_samples is None else num_samples, 1
         )
         self.stratify = False
-        self._data = f"weights:{fingerprint(w)}"
+        self._data = f"weights:{index.fingerprint()}"
         if self.replacement:
-            self._plan = WeightedIID.from_weights(w, self.num_samples)
-        else:
-            self._plan = self._without_replacement(w)
+            return WeightedIID(index, self.num_samples)
+        return self._without_replacement(index.weights, index.positive)
 
-    def _init_labels(self, labels, class_weights, num_samples, stratify) -> None:
+    def _labels_plan(self, labels: Any, class_weights: Any, num_samples, stratify) -> Plan:
         index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
         self.index = index
         self.num_samples = check_int(
@@ -129,38 +139,47 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         self.stratify = True if stratify is None else check_bool("stratify", stratify)
         strategy = W.resolve(class_weights, index.names)
         sizes = index.sizes
+        epoch_dependent = bool(getattr(strategy, "epoch_dependent", False))
 
         def shares(epoch: int) -> np.ndarray:
             return W.class_shares(strategy, sizes, epoch)
 
-        shares.epoch_dependent = bool(getattr(strategy, "epoch_dependent", False))
-        self._shares = shares
         digest = hashlib.blake2b(shares(0).tobytes(), digest_size=6).hexdigest()
-        if shares.epoch_dependent:  # shares at epoch 0 do not pin a schedule: its repr does
+        if epoch_dependent:  # shares at epoch 0 do not pin a schedule: its repr does
             digest += ":" + repr(strategy)
-        self._data = f"labels:{fingerprint(index.members)}:{len(sizes)}:{digest}"
+        self._data = f"labels:{index.fingerprint()}"
+        self._shares_digest = digest
+        if not self.replacement and index.multilabel:
+            raise ValueError(
+                "replacement=False needs each sample in one group, but this label index has "
+                "samples in several groups (multi-label): a sample could be drawn once through "
+                "each; use replacement=True (members still cycle without repeats per class)"
+            )
         if self.stratify:
-            self._plan = Stratified(index, shares, self.num_samples, self.replacement)
+            plan = Stratified(index, shares, self.num_samples, self.replacement, epoch_dependent)
+            self._plan = plan
             self._check_counts(0)
-        elif self.replacement:
-            self._plan = ClassIID(index, shares(0), self.num_samples)
-            if shares.epoch_dependent:
-                raise ValueError("epoch-dependent class_weights need stratify=True")
+            return plan
+        if epoch_dependent:
+            raise ValueError("epoch-dependent class_weights need stratify=True")
+        if self.replacement:
+            return ClassIID(index, shares(0), self.num_samples)
+        per_class = shares(0) / np.maximum(sizes, 1)
+        if index.is_range:
+            w = np.repeat(per_class, sizes)
         else:
-            per_class = W.class_shares(strategy, sizes, 0) / np.maximum(sizes, 1)
             w = np.empty(index.num_samples)
             w[index.members] = np.repeat(per_class, sizes)
-            self._plan = self._without_replacement(w)
+        return self._without_replacement(w, int(np.count_nonzero(w)))
 
-    def _without_replacement(self, w: np.ndarray) -> WeightedWithoutReplacement:
+    def _without_replacement(self, w: np.ndarray, positive: int) -> WeightedWithoutReplacement:
         """The plan, refusing ``num_samples`` above the number of positive weights."""
-        plan = WeightedWithoutReplacement(w, self.num_samples)
-        if self.num_samples > plan.positive:
+        if self.num_samples > positive:
             raise ValueError(
                 "num_samples should be at most the number of positive weights without "
-                f"replacement, but got num_samples={self.num_samples} > {plan.positive}"
+                f"replacement, but got num_samples={self.num_samples} > {positive}"
             )
-        return plan
+        return WeightedWithoutReplacement(w, self.num_samples, positive)
 
     def _check_counts(self, epoch: int) -> None:
         if self.replacement:
@@ -176,17 +195,30 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             )
 
     # -- the sampler protocol ----------------------------------------------------------------
-    def _config(self) -> str:
-        return (
-            f"DistributedWeightedSampler(data={self._data}, num_samples={self.num_samples}, "
-            f"replacement={self.replacement}, stratify={self.stratify}, seed={self.seed}, "
-            f"drop_last={self.drop_last})"
-        )
+    def _config(self) -> Config:
+        config = {
+            "plan_version": PLAN_VERSION,
+            "data": self._data,
+            "num_samples": self.num_samples,
+            "replacement": self.replacement,
+            "stratify": self.stratify,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+        }
+        if hasattr(self, "_shares_digest"):
+            config["class_shares"] = self._shares_digest
+        return {k: config_value(v) for k, v in config.items()}
+
+    @property
+    def dataset_size(self) -> int:
+        """Samples the sampler indexes (one per weight or label): must equal ``len(dataset)``."""
+        index = getattr(self, "index", None)
+        return len(index if index is not None else self.weight_index)
 
     def _total(self) -> int:
         return self.num_samples
 
-    def set_epoch(self, epoch: int) -> None:  # noqa: D102 - documented in EpochState
+    def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if self.stratify:
             self._check_counts(self.epoch)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from distsampler import DistributedQuotaBatchSampler as DQ
 from distsampler.groups import from_coco
-from distsampler.quota import batch_counts
+from distsampler._core.quota_plan import batch_counts
 
 # A defect detector's data: 3% defects.
 FACTORY = np.array(["defect"] * 36 + ["normal"] * 1164)

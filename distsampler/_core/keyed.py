@@ -7,12 +7,29 @@ position of a plan can be computed without the ones before it (grain's ``index_s
   integers: ``seed + epoch`` collides (seed 1 / epoch 0 == seed 0 / epoch 1), a tuple does not.
 * The hash is SplitMix64's output function applied to ``key + (counter + 1) * gamma``: for a
   fixed key the counters 0, 1, 2, ... give exactly the SplitMix64 stream (passes BigCrush).
-* :func:`permute` is a 4-round (unbalanced) Feistel network on ``2**k >= n`` values with cycle
-  walking, a bijection on ``[0, n)``; ``n`` and ``key`` may differ per element, which lets one
-  vectorised call shuffle many groups (each class, each cycle) at once.
+* :func:`permute` is a keyed bijection on ``[0, n)``; ``n`` and ``key`` may differ per element,
+  which lets one vectorised call shuffle many groups (each class, each cycle, each segment).
+
+How :func:`permute` works, and its trade-offs:
+
+* ``n <= 16``: the image of ``x`` is the rank of ``hash(key, x)`` among ``hash(key, 0..n-1)``:
+  an exactly uniform permutation (the order of ``n`` i.i.d. 60-bit values; the low 4 bits are
+  ``x``, so values never tie). O(n) hashes an element, so only for tiny domains, where any
+  Feistel network is measurably biased (``(pi(x), pi(y))`` pairs at 4 to 8 rounds).
+* ``n > 16``: a Feistel network on the mixed-radix domain ``Z_a x Z_b`` with
+  ``b = ceil(sqrt(n))``, ``a = ceil(n / b)``: ``x = L * b + R``; the rounds alternate
+  ``L = (L + F(R)) mod a`` and ``R = (R + F(L)) mod b``, each a bijection whatever ``F``.
+  ``a * b - n < b``, so cycle walking (re-apply until the value falls back into ``[0, n)``) is
+  needed by fewer than ``1 / a ~ 1 / sqrt(n)`` of the elements, against up to half of them on the
+  power-of-two domain used before. The round functions are the SplitMix64 stream of the key itself
+  at counters ``v * ROUNDS + r + 1`` (no round keys to derive), reduced to ``[0, m)`` by the
+  high 32 bits times ``m`` (``m <= 2**31`` as ``n <= 2**62``). 8 rounds below ``2**12`` elements,
+  6 above: the pair bias of a Feistel network on halves of a few values needs the extra rounds.
+* Work runs in chunks of ``_CHUNK`` elements with in-place ufuncs, so the temporaries stay in
+  cache; every number is a uint64 and exact for ``n <= 2**62``.
 
 All array functions take and return numpy arrays and never loop in Python over elements; the
-only Python loops are over Feistel rounds and cycle-walking passes (expected < 4).
+only Python loops are over chunks, Feistel rounds and cycle-walking passes.
 """
 
 from __future__ import annotations
@@ -26,7 +43,13 @@ __all__ = ["derive", "hash64", "make_key", "permute", "uniform"]
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-_ROUNDS = 4
+_S27, _S30, _S31, _S32 = (np.uint64(s) for s in (27, 30, 31, 32))
+#: Domains up to this size are permuted by ranking hashes (exactly uniform, O(n) an element).
+_SMALL = 16
+#: Feistel rounds: more on small domains (halves of a few values), fewer on large ones.
+_ROUNDS_MID, _ROUNDS_LARGE, _LARGE = 8, 6, 1 << 12
+_CHUNK = 1 << 14
+_LOW4 = np.uint64(15)
 
 
 def make_key(*parts: int) -> int:
@@ -39,9 +62,19 @@ def make_key(*parts: int) -> int:
 
 def _mix(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def _mix_high(z: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser in place, less its last xor-shift (which changes one of the
+    high 32 bits, the only ones the callers use)."""
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    return z
 
 
 def _u64(x) -> np.ndarray:
@@ -75,60 +108,108 @@ def uniform(key, counter) -> np.ndarray:
     return (hash64(key, counter) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def _split_bits(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bit widths (a, b) of the two Feistel halves for the domain ``[0, 2**(a+b)) >= [0, n)``."""
-    nm1 = np.maximum(n, 2).astype(np.float64) - 1.0
-    bits = np.maximum(np.frexp(nm1)[1].astype(np.uint64), np.uint64(2))  # bit_length(n - 1)
-    a = bits // np.uint64(2)
-    return a, bits - a
+def ceil_sqrt(n: np.ndarray) -> np.ndarray:
+    """``ceil(sqrt(n))`` exactly for int64 ``1 <= n <= 2**62`` (float estimate, integer fix)."""
+    m = np.asarray(n, dtype=np.int64) - 1  # ceil(sqrt(n)) = isqrt(n - 1) + 1
+    s = np.sqrt(m.astype(np.float64)).astype(np.int64)  # off by at most one
+    s -= s * s > m
+    s += (s + 1) * (s + 1) <= m
+    return s + 1
 
 
-def _feistel(x, a, b, round_keys) -> np.ndarray:
-    """Unbalanced Feistel: the halves take turns to be xored with a hash of the other."""
-    mask_a = (np.uint64(1) << a) - np.uint64(1)
-    mask_b = (np.uint64(1) << b) - np.uint64(1)
-    left, right = x >> b, x & mask_b
-    for r, rk in enumerate(round_keys):
-        if r % 2 == 0:
-            left = left ^ (hash64(rk, right) & mask_a)
-        else:
-            right = right ^ (hash64(rk, left) & mask_b)
-    return (left << b) | right
+def _rank_small(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Rank of ``hash(k, x)`` among ``hash(k, 0..n-1)`` (``n <= _SMALL``; 1-D uint64 inputs)."""
+    width = int(n.max())
+    y = np.arange(width, dtype=np.uint64)
+    z = k[:, None] + (y + np.uint64(1)) * _GAMMA  # (m, width): the stream of each key
+    _mix_high(z)
+    z &= ~_LOW4
+    z |= y  # distinct values: the low 4 bits are the counter
+    own = np.take_along_axis(z, x[:, None].astype(np.intp), axis=1)  # (m, 1)
+    below = z < own
+    below &= y < n[:, None]
+    return np.count_nonzero(below, axis=1).astype(np.uint64)
+
+
+def _feistel(x, a, b, k, rounds: int) -> np.ndarray:
+    """The mixed-radix Feistel network on ``Z_a x Z_b`` (1-D uint64 inputs, one pass)."""
+    left = x // b
+    right = x - left * b
+    step = np.uint64((rounds * 0x9E3779B97F4A7C15) & (2**64 - 1))
+    z, t = np.empty_like(x), np.empty_like(x)
+    for r in range(rounds):
+        src, dst, m = (right, left, a) if r % 2 == 0 else (left, right, b)
+        np.multiply(src, step, out=z)  # counter src * rounds + r + 1 of the key's stream
+        z += k
+        z += np.uint64(((r + 1) * 0x9E3779B97F4A7C15) & (2**64 - 1))
+        _mix_high(z)
+        z >>= _S32
+        z *= m
+        z >>= _S32  # F(src) in [0, m)
+        dst += z  # < 2 m: reduce once, branch-free (dst - m wraps above dst when dst < m)
+        np.subtract(dst, m, out=t)
+        np.minimum(dst, t, out=dst)
+    left *= b
+    left += right
+    return left
+
+
+def _feistel_walk(x, n, k) -> np.ndarray:
+    """Cycle-walked Feistel: a bijection on ``[0, n)`` (1-D uint64 inputs, ``n > _SMALL``)."""
+    b = ceil_sqrt(n.view(np.int64)).view(np.uint64)
+    a = (n + b - np.uint64(1)) // b
+    rounds = _ROUNDS_MID if int(n.min()) < _LARGE else _ROUNDS_LARGE
+    if rounds == _ROUNDS_MID and int(n.max()) >= _LARGE:  # both kinds: one pass each
+        out = np.empty_like(x)
+        for sel in (np.flatnonzero(n < _LARGE), np.flatnonzero(n >= _LARGE)):
+            out[sel] = _feistel_walk(x[sel], n[sel], k[sel])
+        return out
+    y = _feistel(x, a, b, k, rounds)
+    todo = np.flatnonzero(y >= n)
+    while todo.size:  # fewer than 1 / a of the elements, geometrically fewer each pass
+        z = _feistel(y[todo], a[todo], b[todo], k[todo], rounds)
+        y[todo] = z
+        todo = todo[z >= n[todo]]
+    return y
+
+
+def _permute_flat(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    small = n <= np.uint64(_SMALL)
+    if small.all():
+        return _rank_small(x, n, k)
+    if not small.any():
+        return _feistel_walk(x, n, k)
+    out = np.empty_like(x)
+    for sel, fn in ((np.flatnonzero(small), _rank_small), (np.flatnonzero(~small), _feistel_walk)):
+        out[sel] = fn(x[sel], n[sel], k[sel])
+    return out
 
 
 def permute(index, n, key, group=None) -> np.ndarray:
     """Keyed bijection on ``[0, n)``: the image of ``index`` (int array, each ``< n``).
 
-    ``n`` and ``key`` broadcast against ``index``, so each element may live in its own domain
-    with its own key. The domain is rounded up to a power of two at most ``2 n``, so cycle
-    walking takes fewer than two passes on average. Returns int64.
+    ``n`` (``1 <= n <= 2**62``) and ``key`` broadcast against ``index``, so each element may
+    live in its own domain with its own key. Returns int64 of the broadcast shape.
 
     ``group``: optional int array like ``index``; ``key`` then holds one key per group and
-    element ``i`` uses ``key[group[i]]``: the same result as passing ``key[group]``, with the
-    round keys derived once per group instead of once per element.
+    element ``i`` uses ``key[group[i]]``: exactly the same result as passing ``key[group]``.
+
+    The permutation a key gives is part of every plan: changing this function changes every
+    user's resumed runs (``tests/test_golden.py`` pins them).
     """
     idx = np.asarray(index, dtype=np.int64)
     n_arr = np.asarray(n, dtype=np.int64)
     k_arr = _u64(key)
-    a, b = _split_bits(n_arr)
-    rks = [derive(k_arr, r) for r in range(_ROUNDS)]
     if group is not None:
-        rks = [rk[group] for rk in rks]
-    out = _feistel(idx.astype(np.uint64), a, b, rks)
-    nn = n_arr.astype(np.uint64)
-    bad = out >= nn
-    if not bad.any():
-        return out.astype(np.int64)
-    # Cycle walking: re-apply until each value falls back into [0, n).
-    shape = out.shape
-    a, b, nn = (np.broadcast_to(v, shape) for v in (a, b, nn))
-    rks = [np.broadcast_to(rk, shape) for rk in rks]
-    todo = np.flatnonzero(bad.ravel())
-    flat = out.ravel()
-    a, b, nn = a.ravel(), b.ravel(), nn.ravel()
-    rks = [rk.ravel() for rk in rks]
-    while todo.size:
-        y = _feistel(flat[todo], a[todo], b[todo], [rk[todo] for rk in rks])
-        flat[todo] = y
-        todo = todo[y >= nn[todo]]
-    return flat.reshape(shape).astype(np.int64)
+        k_arr = k_arr[np.asarray(group, dtype=np.intp)]
+    shape = np.broadcast_shapes(idx.shape, n_arr.shape, k_arr.shape)
+    # Flat uint64 copies of the broadcast inputs: (size,) each.
+    x = np.broadcast_to(idx, shape).astype(np.uint64).ravel()
+    nn = np.broadcast_to(n_arr, shape).astype(np.uint64).ravel()
+    kk = np.broadcast_to(k_arr, shape).ravel()
+    out = np.empty(x.size, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        for lo in range(0, x.size, _CHUNK):
+            hi = lo + _CHUNK
+            out[lo:hi] = _permute_flat(x[lo:hi], nn[lo:hi], kk[lo:hi])
+    return out.reshape(shape)

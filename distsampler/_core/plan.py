@@ -1,9 +1,20 @@
 """Epoch plans: which dataset index sits at each position, as a pure function.
 
-A plan maps ``(seed, epoch, position) -> dataset index``. Positions ``>= num_samples`` are the
-continuation of the same stream (used to give every rank the same length). Every random
-decision of distsampler is made here, from keys of :mod:`distsampler.keyed`; the samplers only
-decide which positions a rank asks for.
+A plan maps ``(seed, epoch, position) -> dataset index`` (:class:`Plan`), or for the quota
+sampler ``(seed, epoch, micro-batch) -> batch`` (:class:`~distsampler._core.quota_plan.
+QuotaPlan`). Positions ``>= num_samples`` are the continuation of the same stream (used to give
+every rank the same length). Every random decision of distsampler is made in this package, from
+keys of :mod:`~distsampler._core.keyed`; the samplers only decide which positions a rank asks
+for.
+
+=============================  ==================================================  ==========
+plan                           what a position holds                               cost/draw
+=============================  ==================================================  ==========
+:class:`WeightedIID`           i.i.d. index with probability ~ its weight          O(1)
+:class:`ClassIID`              i.i.d. class by its share, then a uniform member    O(1)
+:class:`Stratified`            exact class counts per epoch, members in cycles     O(1) amort.
+:class:`WeightedWithoutReplacement`  successive weighted draws, no repeats         O(N) / epoch
+=============================  ==================================================  ==========
 
 Streams (the third part of every key) keep independent decisions independent:
 
@@ -13,30 +24,39 @@ Streams (the third part of every key) keep independent decisions independent:
 ``CYCLE``      the permutation of a class's members for each cycle
 ``STRATA``     the class order of a stratified epoch
 ``WOR``        exponential keys of weighted sampling without replacement
-``QUOTA``      the quota batch plan (see :mod:`distsampler.quota`)
+``QUOTA``      the quota batch plan (:mod:`~distsampler._core.quota_plan`)
 =============  ==============================================================
 
 Changing what any function here returns for a given key changes every user's resumed runs:
-``tests/test_golden.py`` pins them.
+bump :data:`PLAN_VERSION`; ``tests/test_golden.py`` pins the plans.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from ..groups import GroupIndex
+from ..weight_index import WeightIndex, guided_search
 from .keyed import derive, make_key, permute, uniform
 from .strata import sorted_unique, stratified_ranks
 
 __all__ = [
+    "PLAN_VERSION",
     "ClassIID",
+    "Plan",
     "Stratified",
     "WeightedIID",
     "WeightedWithoutReplacement",
+    "cycled_members",
     "largest_remainder",
 ]
+
+#: Version of what a seed produces. A state records it; a state of another version is refused.
+PLAN_VERSION = 1
 
 IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 #: A stratified epoch is shuffled within windows of this many positions (and between member
@@ -44,8 +64,16 @@ IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 #: barely vary while the order inside a window is random.
 STRATUM = 16
 _WOR_CHUNK = 1 << 22
-_GUIDE_CHUNK = 1 << 22
-_WALK = 8  # guide-table steps before bisection
+
+
+class Plan(Protocol):
+    """An epoch's stream of dataset indices: ``num_samples`` positions, then its continuation."""
+
+    num_samples: int
+
+    def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """Dataset indices (int64) at the sorted global ``positions`` of ``epoch``'s plan."""
+        ...
 
 
 def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
@@ -63,74 +91,24 @@ def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
     return counts
 
 
-def guide_table(cumulative: np.ndarray) -> tuple[np.ndarray, float]:
-    """Chen & Asau's guide table over sorted ``cumulative`` weights, one bucket a sample.
-
-    ``guide[b] <= #(cumulative <= b * step)`` with ``step = total / N``: element ``i`` counts
-    from bucket ``ceil(c_i / step) + 1`` on (one bucket late at most, whatever the rounding), so
-    a search started at ``guide[b]`` never starts past its answer. One O(N) pass in chunks;
-    4 bytes a sample (int32 below 2**31 samples).
-    """
-    n = len(cumulative)
-    step = float(cumulative[-1]) / n
-    dtype = np.int32 if n < 2**31 else np.int64
-    guide = np.zeros(n + 2, dtype=dtype)
-    for lo in range(0, n, _GUIDE_CHUNK):
-        k = np.ceil(cumulative[lo : lo + _GUIDE_CHUNK] / step).astype(np.int64) + 1
-        np.minimum(k, n + 1, out=k)
-        guide[k[0] : k[-1] + 1] += np.bincount(k - k[0]).astype(dtype)  # sorted input: k too
-    np.cumsum(guide, out=guide)
-    return guide[: n + 1], step
-
-
-def guided_search(
-    cumulative: np.ndarray, guide: np.ndarray, step: float, x: np.ndarray
-) -> np.ndarray:
-    """``np.searchsorted(cumulative, x, side="right")`` exactly, O(1) expected per value.
-
-    Start at the guide entry of ``x``'s bucket and step right while ``cumulative[i] <= x``: a
-    bucket holds about one sample on average whatever the weights (Chen & Asau, 1974). Values
-    still walking after ``_WALK`` passes (long runs of zero weights) finish by bisection.
-    """
-    n = len(cumulative)
-    b = np.minimum((x / step).astype(np.int64), len(guide) - 1)
-    b -= x < b * step  # rounding: never start past the answer
-    i = guide[b].astype(np.int64)
-    todo = np.flatnonzero(i < n)
-    for _ in range(_WALK):
-        if not todo.size:
-            return i
-        todo = todo[cumulative[i[todo]] <= x[todo]]
-        i[todo] += 1
-        todo = todo[i[todo] < n]
-    if todo.size:
-        i[todo] = np.searchsorted(cumulative, x[todo], side="right")
-    return i
-
-
 @dataclass(frozen=True)
 class WeightedIID:
     """i.i.d. draws with probability proportional to per-sample weights (with replacement).
 
-    Inverse-CDF on the float64 cumulative weights, searched through a guide table: O(1)
-    expected a draw (two random reads), no 2**24 category limit; 12 bytes a sample.
+    Inverse-CDF on the float64 cumulative weights of a :class:`~distsampler.WeightIndex`,
+    searched through its guide table: O(1) expected a draw (two random reads), no 2**24
+    category limit.
     """
 
-    cumulative: np.ndarray
+    index: WeightIndex
     num_samples: int
-    guide: np.ndarray
-    step: float
-
-    @classmethod
-    def from_weights(cls, weights: np.ndarray, num_samples: int) -> WeightedIID:
-        cumulative = np.cumsum(weights, dtype=np.float64)
-        return cls(cumulative, num_samples, *guide_table(cumulative))
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-        x = uniform(make_key(seed, epoch, IID), positions) * self.cumulative[-1]
-        idx = guided_search(self.cumulative, self.guide, self.step, x)
+        cum = self.index.cumulative
+        x = uniform(make_key(seed, epoch, IID), positions) * cum[-1]
+        idx = guided_search(cum, self.index.guide, self.index.step, x)
         # u * total can round up to total; the last positive weight takes that draw.
-        last = int(np.searchsorted(self.cumulative, self.cumulative[-1], side="left"))
+        last = int(np.searchsorted(cum, cum[-1], side="left"))
         return np.minimum(idx, last)
 
 
@@ -149,9 +127,7 @@ class ClassIID:
         cls = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), last)
         sizes = self.index.sizes[cls]
         j = (uniform(make_key(seed, epoch, MEMBER), positions) * sizes).astype(np.int64)
-        return self.index.members[self.index.offsets[cls] + np.minimum(j, sizes - 1)].astype(
-            np.int64
-        )
+        return self.index.member(cls, np.minimum(j, sizes - 1))
 
 
 def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
@@ -170,7 +146,7 @@ def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: 
         j = permute(r, sizes, keys, group=cls * span + (q - q0))
     else:
         j = permute(r, sizes, derive(key, cls, q))
-    return index.members[index.offsets[cls] + j].astype(np.int64)
+    return index.member(cls, j)
 
 
 @dataclass
@@ -179,7 +155,7 @@ class Stratified:
 
     Each epoch (and each continuation block of ``num_samples`` positions past its end) holds
     ``largest_remainder(num_samples, shares)`` draws of each class; the order comes from
-    :func:`distsampler.interleave.stratified_ranks`, shuffled within windows of ``STRATUM``
+    :func:`~distsampler._core.strata.stratified_ranks`, shuffled within windows of ``STRATUM``
     positions whose class mix stays within one of the shares.
 
     * ``replacement=True``: class ``c`` walks one endless member stream across epochs (block
@@ -187,21 +163,27 @@ class Stratified:
       member, and no member repeats before its cycle is used up.
     * ``replacement=False``: every class takes a fresh permutation per epoch (and per
       continuation block), so no index repeats within the first ``num_samples`` positions.
+
+    ``shares_for_epoch(epoch)`` gives the class shares; ``epoch_dependent`` says whether they
+    change with the epoch (a schedule), in which case the member streams of epoch ``e`` start
+    after the draws of every earlier epoch.
     """
 
     index: GroupIndex
-    shares_for_epoch: object  # callable epoch -> shares (C,)
+    shares_for_epoch: Callable[[int], np.ndarray]
     num_samples: int
     replacement: bool = True
+    epoch_dependent: bool = False
     _counts: dict = field(default_factory=dict, repr=False)
 
     def counts(self, epoch: int) -> np.ndarray:
+        """Draws of each class in one epoch (exact, largest remainder)."""
         if epoch not in self._counts:
             self._counts[epoch] = largest_remainder(self.num_samples, self.shares_for_epoch(epoch))
         return self._counts[epoch]
 
     def _stream_base(self, epoch: int) -> np.ndarray:
-        if getattr(self.shares_for_epoch, "epoch_dependent", False):
+        if self.epoch_dependent:
             return sum((self.counts(e) for e in range(epoch)), np.zeros(len(self.index.names), int))
         return epoch * self.counts(epoch)
 
@@ -239,10 +221,8 @@ class WeightedWithoutReplacement:
 
     weights: np.ndarray
     num_samples: int
+    positive: int
     _cache: dict = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self.positive = int(np.count_nonzero(self.weights))
 
     def _chunks(self, key: int):
         """``(indices, keys)`` of the positive weights, 4M samples at a time."""

@@ -1,9 +1,14 @@
 """Epoch, resume point and state dicts shared by both samplers.
 
-A state is plain ints and strings (it survives ``torch.load(weights_only=True)`` and JSON):
-the epoch, how much of the epoch's global plan was consumed, and the configuration it belongs
-to. ``consumed`` counts plan units (positions for the index sampler, micro-batches for the
-quota sampler) taken by *all* ranks together, so it means the same under any world size.
+A state is plain ints, strings and bools (it survives ``torch.load(weights_only=True)`` and
+JSON): the epoch, how much of the epoch's global plan was consumed, and the configuration it
+belongs to. ``consumed`` counts plan units (positions for the index sampler, micro-batches for
+the quota sampler) taken by *all* ranks together, so it means the same under any world size.
+
+The configuration is data: a flat dict of every plan-shaping field (the data's fingerprint, the
+seed, sizes, policies; floats as their exact ``repr``), compared field by field on load, so a
+mismatch names each differing field with both values. The world size and rank are not part of
+it: a state loads under any world size.
 """
 
 from __future__ import annotations
@@ -13,17 +18,43 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .checks import check_int
+from .checks import MAX_SIZE, check_int
 from .sharding import Shard
 
-STATE_VERSION = 1
+#: Version of the state layout. 1: distsampler 0.1 (configuration as a formatted string).
+STATE_VERSION = 2
+
+Config = dict[str, "int | str | bool"]
+
+
+def config_value(value: object) -> int | str | bool:
+    """A configuration field as plain, exactly comparable data (floats as their exact repr)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if value is None:
+        return "None"
+    return str(value)
+
+
+def config_diff(saved: dict, this: dict) -> list[str]:
+    """``"field: saved X, this Y"`` for every field that differs (missing shown as <absent>)."""
+    out = []
+    for name in sorted(set(saved) | set(this)):
+        a, b = saved.get(name, "<absent>"), this.get(name, "<absent>")
+        if a != b:
+            out.append(f"{name}: saved {a!r}, this {b!r}")
+    return out
 
 
 class EpochState:
     """The epoch, the resume point and the bookkeeping of the iteration in flight.
 
-    Subclasses provide ``_config()`` (a string that identifies the plan), ``_total()`` (plan
-    units of the epoch), ``_shard`` (a :class:`Shard`) and ``drop_last``.
+    Subclasses provide ``_config()`` (a dict of plain values that identifies the plan),
+    ``_total()`` (plan units of the epoch), ``_shard`` (a :class:`Shard`) and ``drop_last``.
     """
 
     _shard: Shard
@@ -36,7 +67,7 @@ class EpochState:
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
 
-    def _config(self) -> str:
+    def _config(self) -> Config:
         raise NotImplementedError
 
     def _total(self) -> int:
@@ -49,11 +80,15 @@ class EpochState:
         Setting the epoch a loaded state belongs to keeps its resume point; any other epoch
         starts from the beginning.
         """
-        epoch = check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0, self._max_epoch())
         if epoch != self.epoch:
             self._resume = self._skip = 0
         self.epoch = epoch
         self._done, self._chunk, self._completed = 0, None, False
+
+    def _max_epoch(self) -> int:
+        """Largest epoch whose member streams stay inside the int64 plan arithmetic."""
+        return MAX_SIZE // max(1, 2 * self._total() * max(1, getattr(self, "batch_size", 1)))
 
     # -- layout of the current iteration --------------------------------------------------
     def _remaining(self) -> int:
@@ -115,8 +150,14 @@ class EpochState:
         return self._local_length()
 
     def __repr__(self) -> str:
-        config = self._config()  # "Name(...)": the world goes in before the closing bracket
-        return f"{config[:-1]}, num_replicas={self._shard.world}, rank={self._shard.rank})"
+        fields = {k: v for k, v in self._config().items() if k != "plan_version"}
+        fields.update(num_replicas=self._shard.world, rank=self._shard.rank)
+        if self._shard.block_size != 1:
+            fields["block_size"] = self._shard.block_size
+        body = ", ".join(
+            f"{k}={v}" if not isinstance(v, str) else f"{k}={v!r}" for k, v in fields.items()
+        )
+        return f"{type(self).__name__}({body})"
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self, consumed: int | None = None) -> dict:
@@ -154,7 +195,7 @@ class EpochState:
         return {
             "version": STATE_VERSION,
             "sampler": type(self).__name__,
-            "config": self._config(),
+            "config": dict(self._config()),
             "epoch": int(self.epoch),
             "consumed": int(consumed),
             "skip": int(skip),
@@ -173,24 +214,32 @@ class EpochState:
         missing = {"version", "sampler", "config", "epoch", "consumed"} - set(state)
         if missing:
             raise ValueError(f"state is missing keys {sorted(missing)}; not a distsampler state")
-        if state["version"] != STATE_VERSION or state["sampler"] != type(self).__name__:
+        if state["version"] != STATE_VERSION:
             raise ValueError(
-                f"state belongs to {state['sampler']} (version {state['version']}), "
-                f"not {type(self).__name__} (version {STATE_VERSION})"
+                f"state has version {state['version']!r}, written by another distsampler "
+                f"release; this one reads version {STATE_VERSION} (plans changed between them, "
+                "so the old resume point would continue a different stream)"
             )
-        if state["config"] != self._config():
+        if state["sampler"] != type(self).__name__:
+            raise ValueError(f"state belongs to {state['sampler']}, not to {type(self).__name__}")
+        if not isinstance(state["config"], dict):
+            raise TypeError(
+                f"state['config'] should be a dict, got {type(state['config']).__name__}"
+            )
+        diff = config_diff(state["config"], self._config())
+        if diff:
             raise ValueError(
-                "state was saved under another configuration (seed, dataset or plan-shaping "
-                f"arguments differ):\n  saved: {state['config']}\n  this:  {self._config()}"
+                "state was saved under another configuration; these fields differ:\n  "
+                + "\n  ".join(diff)
             )
-        skip = int(state.get("skip", 0))
+        skip = check_int("state['skip']", state.get("skip", 0), 0)
         if skip and int(state.get("world_size", -1)) != self._shard.world:
             raise ValueError(
                 f"state was saved mid-block under world_size={state.get('world_size')}; "
                 f"it can only resume under the same world size, not {self._shard.world}. "
                 "Save at a block boundary (block_size=batch size) to change the world size."
             )
-        self.epoch = check_int("state['epoch']", state["epoch"], 0)
-        self._resume = check_int("state['consumed']", state["consumed"], 0)
+        self.epoch = check_int("state['epoch']", state["epoch"], 0, self._max_epoch())
+        self._resume = check_int("state['consumed']", state["consumed"], 0, self._total())
         self._skip = skip
         self._done, self._chunk, self._completed = 0, None, False
