@@ -2,17 +2,45 @@
 
 Public names:
 
-* :class:`DistributedWeightedSampler` -- weighted sampling (per-sample weights or labels plus a
-  class weighting), with or without replacement.
-* :class:`DistributedQuotaBatchSampler` -- an exact quota per group in every local mini-batch.
-* :class:`GroupIndex` -- the label index shared by the samplers (build once, save, mmap).
-* :mod:`distsampler.weights` -- class weighting strategies.
+* `DistributedWeightedSampler`: weighted sampling (per-sample weights, or labels plus a class
+  weighting), with or without replacement.
+* `DistributedQuotaBatchSampler`: an exact quota per group in every local mini-batch.
+* `GroupIndex`: the groups, from labels, label sets (multi-label) or sizes (ranges); build
+  once, save, memory-map in every rank.
+* `WeightIndex`: per-sample weights prepared for O(1) draws; build once, save, memory-map.
+* `distsampler.weights`: class weighting strategies.
+
+Module map (read in this order):
+
+===========================  ================================================================
+``weighted``, ``quota``      the two samplers: thin, stateful (configuration, epoch, resume)
+``_core/plan.py``            every index plan: ``(seed, epoch, position) -> dataset index``
+``_core/quota_plan.py``      the quota plan: ``(seed, epoch, micro-batch) -> batch``
+``_core/keyed.py``           counter-based randomness: keys, keyed hash, keyed bijection
+``_core/strata.py``          stratified class order with random access (Beatty tree)
+``_core/sharding.py``        the world, and which plan positions a rank reads
+``_core/state.py``           epoch, resume point, configuration as data, state dicts
+``_core/checks.py``          argument validation (one rule, torch's wording)
+``groups``, ``coco``         the label index (``GroupIndex``), COCO reading
+``weight_index``             per-sample weights for O(1) draws (``WeightIndex``)
+``weights``                  class weighting strategies (balanced, sqrt, effective number...)
+``transforms``, ``collate``  MixUp, CutMix, Remix; detection collation
+``integrations/``            HF Accelerate, HF Trainer, Lightning, torchdata
+``inspect/``                 the ``distsampler inspect`` command line
+===========================  ================================================================
 """
 
 from . import weights
 from .groups import GroupIndex
 from .quota import DistributedQuotaBatchSampler
+from .weight_index import WeightIndex
 from .weighted import DistributedWeightedSampler
 
-__all__ = ["DistributedQuotaBatchSampler", "DistributedWeightedSampler", "GroupIndex", "weights"]
+__all__ = [
+    "DistributedQuotaBatchSampler",
+    "DistributedWeightedSampler",
+    "GroupIndex",
+    "WeightIndex",
+    "weights",
+]
 __version__ = "0.1.0"
