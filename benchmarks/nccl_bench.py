@@ -2,9 +2,9 @@
 
 Usage::
 
-    torchrun --nproc_per_node=8 benchmarks/nccl_bench.py             # NCCL, one GPU per rank
+    torchrun --nproc_per_node=8 -m benchmarks.nccl_bench             # NCCL, one GPU per rank
     python -m torch.distributed.run --standalone --nproc_per_node=2 \\
-        benchmarks/nccl_bench.py --tiny                               # gloo on CPU (CI)
+        -m benchmarks.nccl_bench --tiny                               # gloo on CPU (CI)
 
 Backend ``nccl`` when CUDA is available, else ``gloo``. Every rank builds the same synthetic data
 set (``--size`` float32 feature rows, ~3% minority labels), then, for each sampler in turn
@@ -46,13 +46,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-HERE = Path(__file__).resolve().parent
-for p in (HERE.parent, HERE):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if not __package__:  # run as a file (torchrun's default): make the benchmarks package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from throughput import as_is, make_labels  # noqa: E402
-
+from benchmarks import harness, tables  # noqa: E402
+from benchmarks.baselines import make_labels  # noqa: E402
 from distsampler import (  # noqa: E402
     DistributedQuotaBatchSampler,
     DistributedWeightedSampler,
@@ -139,7 +137,7 @@ def build(name: str, index: GroupIndex, n: int, bs: int, world: int, rank: int, 
 
 
 def make_loader(sampler: Sampler, ds: Dataset, bs: int, workers: int, pin: bool) -> DataLoader:
-    kw = {"num_workers": workers, "pin_memory": pin, "collate_fn": as_is}
+    kw = {"num_workers": workers, "pin_memory": pin, "collate_fn": harness.as_is}
     if isinstance(sampler, DistributedQuotaBatchSampler):
         return DataLoader(ds, batch_sampler=sampler, **kw)
     return DataLoader(ds, batch_size=bs, sampler=sampler, **kw)
@@ -284,15 +282,23 @@ def run_sampler(name: str, args: argparse.Namespace, ctx: dict) -> Stats:
     return st
 
 
+HEAD = (
+    "sampler",
+    "rank",
+    "samples/s",
+    "data wait",
+    "sampler share",
+    "collective ms/step",
+    "collective share",
+    "minority share",
+    "balanced",
+    "disjoint",
+)
+
+
 def summarise(stats: list[Stats], world: int, backend: str, device: str) -> tuple[str, bool, bool]:
     """A markdown table (one row per sampler and rank); whether balance and disjointness held."""
-    lines = [
-        f"world {world}, backend {backend}, device {device}",
-        "",
-        "| sampler | rank | samples/s | data wait | sampler share | collective ms/step | "
-        "collective share | minority share | balanced | disjoint |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for st in stats:
         step = max(st.step_s, 1e-12)
         if st.rank != 0:
@@ -304,13 +310,21 @@ def summarise(stats: list[Stats], world: int, backend: str, device: str) -> tupl
             disjoint = "FAIL" if st.overlapping else "OK"
             if st.sampler != "dist_sampler":
                 disjoint += f" ({st.checked_steps} steps vs plan)"
-        lines.append(
-            f"| {LABELS[st.sampler]} | {st.rank} | {st.samples / step:,.0f} | "
-            f"{100 * st.wait_s / step:.1f}% | {100 * st.sampler_s / step:.1f}% | "
-            f"{1e3 * st.collective_s / max(st.steps, 1):.3f} | "
-            f"{100 * st.collective_s / step:.1f}% | {st.minority / max(st.samples, 1):.3f} | "
-            f"{balanced} | {disjoint} |"
+        rows.append(
+            [
+                LABELS[st.sampler],
+                str(st.rank),
+                f"{st.samples / step:,.0f}",
+                f"{100 * st.wait_s / step:.1f}%",
+                f"{100 * st.sampler_s / step:.1f}%",
+                f"{1e3 * st.collective_s / max(st.steps, 1):.3f}",
+                f"{100 * st.collective_s / step:.1f}%",
+                f"{st.minority / max(st.samples, 1):.3f}",
+                balanced,
+                disjoint,
+            ]
         )
+    lines = [f"world {world}, backend {backend}, device {device}", "", tables.markdown(HEAD, rows)]
     for st in stats:
         for f in (st.unbalanced + st.overlapping)[:5]:
             lines.append(f"FAIL {LABELS[st.sampler]} rank {st.rank}: {f}")
@@ -332,18 +346,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="max steps per epoch (default all)")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samplers", type=lambda s: s.split(","), default=list(SAMPLERS))
+    p.add_argument("--samplers", type=harness.names_arg(SAMPLERS), default=list(SAMPLERS))
     p.add_argument("--tiny", action="store_true", help="a few seconds on CPU: for CI")
     p.add_argument("--json", type=Path, help="rank 0 writes every rank's figures here")
     args = p.parse_args(argv)
     if args.tiny:
-        args.size, args.dim, args.batch_size, args.epochs = 4096, 8, 32, 2
-        args.num_workers = min(args.num_workers, 1)
+        args.size, args.dim, args.batch_size, args.epochs = 2048, 8, 32, 2
+        args.num_workers = 0  # worker start-up would dominate a CI smoke run
     if args.batch_size < 8:
         p.error("--batch-size should be >= 8 (the quota sampler puts batch_size // 8 minority)")
-    unknown = [s for s in args.samplers if s not in SAMPLERS]
-    if unknown:
-        p.error(f"unknown samplers {unknown}; choose from {list(SAMPLERS)}")
     return args
 
 

@@ -1,16 +1,16 @@
 """The benchmark scripts run and report what they claim (smoke: no timing assertions).
 
-* ``benchmarks/throughput.py --quick`` in a subprocess: exit 0, a markdown table with every
-  sampler at both world sizes, and a JSON file of the documented shape.
-* ``benchmarks/nccl_bench.py --tiny`` under a real ``torch.distributed.run`` with 2 processes
+* Each script's ``main`` at tiny sizes, in this process (``--inline``): exit 0, its tables,
+  and a JSON file of the documented shape.
+* One throughput case through the real path, a fresh ``python -m benchmarks.throughput``.
+* ``benchmarks.nccl_bench --tiny`` under a real ``torch.distributed.run`` with 2 processes
   (gloo on CPU): exit 0, and rank 0 reports balanced and rank-disjoint batches.
-* In process: the on-the-fly checker really fails on overlapping ranks and broken quotas, and
-  the table renders rows that could not run.
+* In process: the memory probe sees an allocation, the on-the-fly checker really fails on
+  overlapping ranks and broken quotas, and the tables render rows that could not run.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -21,75 +21,144 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks import harness, memory, multilabel, nccl_bench, sources, throughput
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "benchmarks"
 
 
-def _load(name: str):
-    """Import a benchmark script as a module (benchmarks/ is not a package)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
+def _table(out: str) -> list[str]:
+    return [ln for ln in out.splitlines() if ln.startswith("|")]
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(90)
-def test_throughput_quick_runs_and_reports(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "throughput.py"), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=80,
-        env=_env(),
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tp = _load("throughput")
-    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
-    assert table[0].startswith("| N | W | sampler |")
-    assert all(ln.count("|") == 13 for ln in table), "every row has the 12 columns"
-    assert len(table) == 2 + 2 * len(tp.SAMPLERS)
-    for spec in tp.SAMPLERS.values():
-        assert sum(spec.label in ln for ln in table) == 2, spec.label
+def test_throughput_sweep_reports_every_sampler(tmp_path, capsys):
+    out = tmp_path / "tp.json"
+    argv = ["--sizes", "2e4", "--worlds", "1,2", "--inline", "--json", str(out)]
+    assert throughput.main(argv) == 0
+    table = _table(capsys.readouterr().out)
+    head = "| N | W | sampler | init (s) | first index (ms) | epoch/rank (s) |"
+    assert table[0].startswith(head) and "| efficiency |" in table[0]
+    rows = table[2 : 2 + 2 * len(throughput.SAMPLERS)]
+    assert all(ln.count("|") == len(throughput.HEAD) + 1 for ln in rows)
+    for spec in throughput.SAMPLERS.values():
+        assert sum(spec.label in ln for ln in rows) == 2, spec.label
 
     data = json.loads(out.read_text())
-    assert {"machine", "config", "loader_ceiling", "cases", "targets"} <= set(data)
+    assert {"machine", "config", "records", "targets"} <= set(data)
     assert {"nproc", "cpu", "ram_gb", "torch"} <= set(data["machine"])
-    cases = data["cases"]
+    cases = data["records"]
     assert {(c["sampler"], c["world"]) for c in cases} == {
-        (s, w) for s in tp.SAMPLERS for w in (1, 8)
+        (s, w) for s in throughput.SAMPLERS for w in (1, 2)
     }
     for c in cases:
         assert c["status"] == "ok", c
-        assert c["n"] == 10**5
-        for key in ("init_s", "first_s", "epoch_s", "pull_rate", "peak_extra_mb"):
+        for key in ("init_s", "first_s", "epoch_s", "pull_rate", "peak_extra_mb", "efficiency"):
             assert isinstance(c[key], (int, float)) and c[key] >= 0, (key, c)
         assert 0 < c["first_s"] <= c["epoch_s"]
         # Each rank takes about its 1/W share of an epoch (the quota epoch differs a little).
-        assert c["items"] >= 10**5 // c["world"] * 0.8, c
+        assert c["items"] >= 2 * 10**4 // c["world"] * 0.8, c
+
+
+@pytest.mark.timeout(60)
+def test_a_throughput_case_runs_in_a_fresh_interpreter():
+    case = {
+        "sampler": "labels_iid",
+        "n": 10**4,
+        "world": 2,
+        "rank": 0,
+        "batch_size": 64,
+        "pull_cap": 1 << 20,
+        "minority": 0.03,
+    }
+    rec = harness.run_case("throughput", case, timeout=50)
+    assert rec["status"] == "ok", rec
+    assert rec["items"] == 5000 and rec["pull_items"] == 5000
+    assert rec["efficiency"] > 0
+
+
+def test_memory_builds_then_loads_every_mode(tmp_path, capsys):
+    out = tmp_path / "mem.json"
+    assert memory.main(["--size", "2e4", "--world", "2", "--inline", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| GroupIndex.from_labels | 2e+04 |" in text
+    records = {r["mode"]: r for r in json.loads(out.read_text())["records"]}
+    assert set(records) == {*memory.BUILDS, *memory.LOADS}
+    for mode, r in records.items():
+        if r["status"] == "skipped":  # an API the installed distsampler lacks
+            assert r["reason"].startswith("needs "), r
+            continue
+        assert r["status"] == "ok", r
+        assert r["peak_extra_mb"] >= 0
+        if mode in memory.BUILDS:
+            assert r["final_mb"] > 0 and r["peak_over_final"] >= 0
+        else:
+            assert r["items"] >= 10**4 * 0.8, r
+    assert records["group_index"]["status"] == "ok"
+
+
+def test_sources_pulls_the_target_shares(tmp_path, capsys):
+    out = tmp_path / "src.json"
+    argv = ["--size", "1e5", "--world", "4", "--count", "2e3", "--inline", "--json", str(out)]
+    assert sources.main(argv) == 0
+    assert (
+        "| ours: stratified, target shares, N = 1e+05, W = 4, rank 0 |" in capsys.readouterr().out
+    )
+    (rec,) = json.loads(out.read_text())["records"]
+    assert rec["status"] == "ok", rec
+    assert rec["count"] == 2000 and rec["per_rank"] == 25_000
+    # Stratified: exact counts per epoch, so 25,000 draws hold each share within a few.
+    for name, want in sources.SHARES.items():
+        assert abs(rec["shares"][name] - want) < 0.01, rec["shares"]
+
+
+def test_multilabel_row(tmp_path, capsys):
+    out = tmp_path / "ml.json"
+    argv = ["--size", "4000", "--classes", "20", "--world", "2", "--inline", "--json", str(out)]
+    assert multilabel.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "20 classes" in text and "from_label_sets (Python lists)" in text
+    records = {r["sampler"]: r for r in json.loads(out.read_text())["records"]}
+    assert records["build"]["multilabel"] and records["build"]["groups"] == 20
+    for name in multilabel.SAMPLERS:
+        assert records[name]["status"] == "ok", records[name]
+        assert records[name]["efficiency"] > 0
+    # Class-aware sampling draws the rare half far more often than uniform sampling does.
+    assert records["ours_strat"]["rare_share"] > records["dist_sampler"]["rare_share"]
+
+
+def test_zipf_label_sets_are_distinct_and_long_tailed():
+    lab = multilabel.baselines.zipf_label_sets(20_000, 50)
+    assert lab.shape == (20_000, 3)
+    two = lab[:, 2] < 0
+    assert 0.45 < two.mean() < 0.55
+    assert (lab[:, 0] != lab[:, 1]).all()
+    assert ((lab[~two, 2] != lab[~two, 0]) & (lab[~two, 2] != lab[~two, 1])).all()
+    sizes = np.bincount(lab[lab >= 0], minlength=50)
+    assert sizes[0] > 10 * sizes[-1]
+    lists = multilabel.baselines.as_label_lists(lab[:3])
+    assert [len(x) for x in lists] == [2 if t else 3 for t in two[:3]]
+
+
+def test_anon_peak_sees_an_allocation():
+    with harness.AnonPeak() as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB of anonymous memory, touched
+        del block
+    assert mem.extra_mb > 48
+    assert harness.anon_mb() > 0
+
+
+def test_missing_names_the_lacking_api():
+    assert harness.missing("GroupIndex.from_labels") is None
+    assert harness.missing("GroupIndex.nope", "Nope") == "needs GroupIndex.nope, Nope"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_nccl_bench_tiny_two_processes(tmp_path):
     out = tmp_path / "nccl.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(BENCH / "nccl_bench.py"),
-        "--tiny",
-        "--json",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=80, env=_env(), cwd=ROOT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "benchmarks.nccl_bench", "--tiny", "--json", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=80, env=env, cwd=ROOT)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     assert f"world 2, backend {backend}" in proc.stdout
@@ -108,14 +177,14 @@ def test_nccl_bench_tiny_two_processes(tmp_path):
     assert abs(shares["weighted"] - 0.5) < 0.05
 
 
-def _checker_with_epoch(nb, name: str, world: int = 2, bs: int = 8):
+def _checker_with_epoch(name: str, world: int = 2, bs: int = 8):
     """A rank-0 checker fed the true plan of a small epoch of sampler ``name``."""
     labels = np.zeros(256, dtype=np.int8)
     labels[::8] = 1
-    index = nb.GroupIndex.from_labels(labels)
-    ref = nb.build(name, index, len(labels), bs, 1, 0, seed=3)
+    index = nccl_bench.GroupIndex.from_labels(labels)
+    ref = nccl_bench.build(name, index, len(labels), bs, 1, 0, seed=3)
     ref.set_epoch(0)
-    check = nb.Checker(name, ref, world, bs, len(labels), bs // 8)
+    check = nccl_bench.Checker(name, ref, world, bs, len(labels), bs // 8)
     for s in range(4):
         idx = check.expected(s, bs)
         counts = np.stack([np.bincount(labels[row], minlength=2) for row in idx])
@@ -125,34 +194,33 @@ def _checker_with_epoch(nb, name: str, world: int = 2, bs: int = 8):
 
 @pytest.mark.parametrize("name", ["weighted", "quota"])
 def test_checker_accepts_the_plan_and_catches_overlap(name):
-    nb = _load("nccl_bench")
-    ok = nb.Stats(name, 0)
-    _checker_with_epoch(nb, name).finish(ok)
+    ok = nccl_bench.Stats(name, 0)
+    _checker_with_epoch(name).finish(ok)
     assert ok.checked_steps == 4 and not ok.overlapping
-    bad = nb.Stats(name, 0)
-    check = _checker_with_epoch(nb, name)
+    bad = nccl_bench.Stats(name, 0)
+    check = _checker_with_epoch(name)
     check.indices[2][1] = check.indices[2][0]  # rank 1 served rank 0's batch
     check.finish(bad)
     assert bad.overlapping and "step 2" in bad.overlapping[0]
 
 
 def test_checker_catches_a_broken_quota():
-    nb = _load("nccl_bench")
-    check = _checker_with_epoch(nb, "quota")
+    check = _checker_with_epoch("quota")
     check.counts[1][0, 1] += 1
-    st = nb.Stats("quota", 0)
+    st = nccl_bench.Stats("quota", 0)
     check.finish(st)
     assert st.unbalanced and "step 1" in st.unbalanced[0]
 
 
-def test_table_renders_rows_that_did_not_run():
-    tp = _load("throughput")
+def test_tables_render_rows_that_did_not_run():
     base = {"n": 10**8, "world": 8, "role": "baseline", "kind": "index"}
     records = [
         {**base, "sampler": "wrs_wrapper", "label": "(1)", "status": "cannot run", "reason": "x"},
         {**base, "sampler": "dist_sampler", "label": "(2)", "status": "skipped (limit)"},
     ]
-    table = tp.markdown_table(records).splitlines()
-    assert all(ln.count("|") == 13 for ln in table)
+    table = throughput.markdown_table(records).splitlines()
+    assert all(ln.count("|") == len(throughput.HEAD) + 1 for ln in table)
     assert "cannot run: x" in table[2] and "skipped (limit)" in table[3]
-    assert tp.estimate(records, "dist_sampler", 8, 10**9) == float("inf")
+    assert throughput.estimate(records, "dist_sampler", 8, 10**9) == float("inf")
+    skipped = {"n": 10**10, "world": 1024, "status": "skipped", "reason": "needs X"}
+    assert "skipped: needs X" in sources.table(skipped)
