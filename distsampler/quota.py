@@ -106,6 +106,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             self._cycled,
             self.epoch_batches,
             self.shuffle_within_batch,
+            self._float_named,
         )
         self.sampler = _EpochForwarder(self)
 
@@ -178,6 +179,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         idx, bs = self.index, self.batch_size
         per = np.zeros(len(idx.names))
         named = np.zeros(len(idx.names), dtype=bool)
+        self._float_named = np.zeros(len(idx.names), dtype=bool)
         for name, q in quotas.items():
             g = idx.code(name, "quotas")
             if isinstance(q, (bool, np.bool_)):
@@ -185,6 +187,11 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             if isinstance(q, (int, np.integer)):
                 if q < 0:
                     raise ValueError(f"quotas[{name!r}] should be >= 0, but got {q}")
+                if idx.multilabel and q > idx.sizes[g]:
+                    raise ValueError(
+                        f"quotas[{name!r}]={q} asks for more distinct samples per batch than the "
+                        f"{idx.sizes[g]} samples containing {name!r}"
+                    )
                 per[g] = int(q)
             elif isinstance(q, (float, np.floating)):
                 if not np.isfinite(q) or q <= 0:
@@ -196,6 +203,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
                         "an int is a count per batch"
                     )
                 per[g] = float(q) * bs
+                self._float_named[g] = True
             else:
                 raise TypeError(f"quotas[{name!r}] should be an int or a float, but got {q!r}")
             named[g] = True

@@ -29,7 +29,7 @@ from .groups import GroupIndex, fingerprint
 __all__ = ["WeightIndex", "guide_table", "guided_search"]
 
 #: At most this many distinct positive weight values use the by-value layout.
-MAX_VALUES = 0  # TEMP: by-value layout lands with plan version 2
+MAX_VALUES = 1 << 12
 _CHUNK = 1 << 22
 _PROBE = 1 << 20  # weights looked at before deciding the layout
 _WALK = 8  # guide-table steps before bisection

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distsampler import DistributedQuotaBatchSampler as DQ
+from distsampler._core.quota_plan import spread_prefix
 from distsampler.groups import from_coco
-from distsampler._core.quota_plan import batch_counts
 
 # A defect detector's data: 3% defects.
 FACTORY = np.array(["defect"] * 36 + ["normal"] * 1164)
@@ -63,22 +63,35 @@ def test_float_share_within_one_every_batch_and_exact_per_epoch(share):
         assert abs(per_epoch[0] - 8 * share * s.epoch_batches) <= 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
-    per_epoch=st.lists(st.integers(0, 50), min_size=1, max_size=5),
-    batches=st.integers(1, 30),
-    t0=st.integers(0, 10**6),
+    per_batch=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    extra=st.lists(st.integers(0, 40), min_size=1, max_size=5),
+    kinds=st.lists(st.sampled_from(["fixed", "alone", "fill"]), min_size=5, max_size=5),
+    batches=st.integers(1, 40),
+    key=st.integers(0, 2**32),
 )
-def test_batch_counts_carry(per_epoch, batches, t0):
-    per_epoch = np.array(per_epoch) * batches + np.arange(len(per_epoch))  # uneven remainders
-    extra = int(per_epoch.sum() % batches)
-    per_epoch[0] += (batches - extra) % batches  # every batch gets the same total
-    m = np.arange(batches)
-    counts, before = batch_counts(per_epoch, batches, m, t0 % batches)
-    assert np.array_equal(counts.sum(axis=0), per_epoch)  # exact per epoch
+def test_spread_prefix(per_batch, extra, kinds, batches, key):
+    """Counts per batch: exact per epoch, equal totals per batch, never negative, and every
+    prefix of a named float share (``alone``) within one of its line k * e / M."""
+    num = min(len(per_batch), len(extra))
+    fixed = np.array([k == "fixed" for k in kinds[:num]])
+    alone = np.array([k == "alone" for k in kinds[:num]])
+    per_epoch = np.where(fixed, np.array(per_batch[:num]) * batches, np.array(extra[:num]))
+    flex_total = int(per_epoch[~fixed].sum())
+    per_epoch[np.flatnonzero(~fixed)[:1]] += (-flex_total) % batches  # whole slots per batch
+    k = np.arange(batches + 1)
+    prefix = spread_prefix(per_epoch, batches, fixed, alone, k, key)  # (M + 1, C)
+    counts = np.diff(prefix, axis=0)
+    assert (counts >= 0).all()  # never negative: a valid batch
+    assert np.array_equal(prefix[0], np.zeros(num)) and np.array_equal(prefix[-1], per_epoch)
     assert len(set(counts.sum(axis=1).tolist())) == 1  # every batch equally full
-    assert (np.abs(counts - per_epoch / batches) < 1).all()  # within one of the share
-    assert np.array_equal(before, np.cumsum(counts, axis=0) - counts)  # closed-form prefix
+    assert (np.abs(counts[:, fixed] - per_epoch[fixed] / batches) == 0).all()  # exact ints
+    fills = ~fixed & ~alone
+    free = per_epoch[~fixed].sum() // batches
+    if fills.any() and (-(-per_epoch[alone] // batches)).sum() <= free:
+        line = k[:, None] * per_epoch[alone] / batches
+        assert (np.abs(prefix[:, alone] - line) < 1).all()  # Bresenham: within one, always
 
 
 @settings(max_examples=40, deadline=None)

@@ -51,12 +51,15 @@ __all__ = [
     "Stratified",
     "WeightedIID",
     "WeightedWithoutReplacement",
+    "class_first",
     "cycled_members",
     "largest_remainder",
 ]
 
-#: Version of what a seed produces. A state records it; a state of another version is refused.
-PLAN_VERSION = 1
+#: Version of what a seed produces (1: distsampler 0.1; 2: faster keyed bijection, without-
+#: replacement padding continues its round, float quota shares spread evenly, weights with few
+#: distinct values drawn by value). A state records it and refuses another version.
+PLAN_VERSION = 2
 
 IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 #: A stratified epoch is shuffled within windows of this many positions (and between member
@@ -91,19 +94,39 @@ def largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
     return counts
 
 
+def class_first(
+    index: GroupIndex, shares: np.ndarray, seed: int, epoch: int, positions: np.ndarray
+) -> np.ndarray:
+    """i.i.d. draws: a group by its share, then a member of it uniformly. O(1) a draw.
+
+    Needs no array of size ``N``: a draw reads the ``C`` cumulative shares and one member.
+    """
+    cum = np.cumsum(shares)
+    u = uniform(make_key(seed, epoch, IID), positions)
+    last = int(np.flatnonzero(shares > 0)[-1])
+    cls = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), last)
+    sizes = index.sizes[cls]
+    j = (uniform(make_key(seed, epoch, MEMBER), positions) * sizes).astype(np.int64)
+    return index.member(cls, np.minimum(j, sizes - 1))
+
+
 @dataclass(frozen=True)
 class WeightedIID:
     """i.i.d. draws with probability proportional to per-sample weights (with replacement).
 
-    Inverse-CDF on the float64 cumulative weights of a :class:`~distsampler.WeightIndex`,
-    searched through its guide table: O(1) expected a draw (two random reads), no 2**24
-    category limit.
+    Two layouts of :class:`~distsampler.WeightIndex`, both O(1) a draw and free of the 2**24
+    category limit: few distinct weight values draw a value group by its mass, then a member
+    (:func:`class_first`); other weights search the float64 cumulative weights from a guide
+    table bucket (two random reads expected).
     """
 
     index: WeightIndex
     num_samples: int
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        if self.index.groups is not None:
+            mass = self.index.values * self.index.groups.sizes
+            return class_first(self.index.groups, mass, seed, epoch, positions)
         cum = self.index.cumulative
         x = uniform(make_key(seed, epoch, IID), positions) * cum[-1]
         idx = guided_search(cum, self.index.guide, self.index.step, x)
@@ -121,13 +144,7 @@ class ClassIID:
     num_samples: int
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-        cum = np.cumsum(self.shares)
-        u = uniform(make_key(seed, epoch, IID), positions)
-        last = int(np.flatnonzero(self.shares > 0)[-1])
-        cls = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), last)
-        sizes = self.index.sizes[cls]
-        j = (uniform(make_key(seed, epoch, MEMBER), positions) * sizes).astype(np.int64)
-        return self.index.member(cls, np.minimum(j, sizes - 1))
+        return class_first(self.index, self.shares, seed, epoch, positions)
 
 
 def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
@@ -213,10 +230,14 @@ class WeightedWithoutReplacement:
 
     Efraimidis-Spirakis: give index ``i`` the key ``E_i / w_i`` with ``E_i ~ Exp(1)`` from a
     counter-based uniform; the order of increasing keys is distributed exactly as
-    ``torch.multinomial(w, n, replacement=False)``. Positions past ``num_samples`` start a new
-    round with fresh keys. Trade-off: the order needs every key, so each rank scans all ``N``
-    weights once per epoch (in chunks of 4M) and keeps the ``num_samples`` winners, cached for
-    the epoch; the labels path (stratified) avoids this.
+    ``torch.multinomial(w, n, replacement=False)``. A round is that order over all ``P``
+    positive weights: positions ``[r P, (r + 1) P)`` read round ``r``, so the padding past
+    ``num_samples`` continues the same round while unused positive weights remain and a new
+    round (fresh keys) starts only past them.
+
+    Trade-off: the order needs every key, so each rank scans all ``N`` weights once per epoch
+    (in chunks of 4M) and keeps the winners it needs, cached for the epoch; the labels path
+    (stratified) avoids this.
     """
 
     weights: np.ndarray
@@ -234,12 +255,17 @@ class WeightedWithoutReplacement:
             e = -np.log1p(-uniform(key, idx))  # Exp(1); uniform < 1 so log1p is finite
             yield idx, e / w[idx - lo]
 
-    def _order(self, seed: int, epoch: int, rnd: int) -> np.ndarray:
-        """The round's first ``num_samples`` indices, by increasing key (cached per round)."""
-        if (seed, epoch, rnd) in self._cache:
-            return self._cache[(seed, epoch, rnd)]
+    def _order(self, seed: int, epoch: int, rnd: int, need: int) -> np.ndarray:
+        """At least the first ``need`` indices of round ``rnd``, by increasing key (cached).
+
+        The order's prefix does not depend on ``need``: the ``need`` smallest keys, sorted.
+        """
+        cached = self._cache.get((seed, epoch, rnd))
+        if cached is not None and len(cached) >= need:
+            return cached
         self._cache.clear()
-        key, need = make_key(seed, epoch, WOR, rnd), self.num_samples
+        key = make_key(seed, epoch, WOR, rnd)
+        need = max(need, min(self.num_samples, self.positive))
         if need >= self.positive:  # every positive weight is drawn: one array, one sort
             parts = list(self._chunks(key))
             idx = np.concatenate([i for i, _ in parts])
@@ -257,9 +283,9 @@ class WeightedWithoutReplacement:
         return order
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-        rnd, local = np.divmod(positions, self.num_samples)
+        rnd, local = np.divmod(positions, self.positive)
         out = np.empty(len(positions), dtype=np.int64)
         for r in sorted_unique(rnd):
             sel = rnd == r
-            out[sel] = self._order(seed, epoch, int(r))[local[sel]]
+            out[sel] = self._order(seed, epoch, int(r), int(local[sel].max()) + 1)[local[sel]]
         return out

@@ -18,42 +18,77 @@ alone, and resuming is an integer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..groups import GroupIndex
-from .keyed import derive, make_key, permute, uniform
+from .keyed import derive, hash64, make_key, permute, uniform
 from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
-from .strata import sorted_unique
+from .strata import BeattyTree, sorted_unique
 
-__all__ = ["QuotaPlan", "batch_counts"]
+__all__ = ["QuotaPlan", "spread_prefix"]
 
 
-def batch_counts(per_epoch: np.ndarray, num_batches: int, batches: np.ndarray, t0: int):
-    """Counts per group in each batch, and how many of each group came before it.
+def _bresenham(per_epoch: np.ndarray, num_batches: int, k: np.ndarray, phase: np.ndarray):
+    """Draws of each group in the first ``k`` batches: ``floor((k e + phase) / M)``.
 
-    ``per_epoch[c]`` draws of group ``c`` are spread over ``num_batches`` batches by carrying
-    remainders: batch ``m`` holds ``per_epoch[c] // M`` or one more, the extra draws rotating
-    through the groups with a phase ``t0``, so that the block holds exactly ``per_epoch`` and
-    every batch holds the same total. Closed form, so any batch is computed on its own.
+    Within one of ``k e / M`` for every ``k``, exactly ``e`` at ``k = M``; the increments (the
+    counts per batch) are ``floor(e / M)`` or one more, spread as evenly as integers allow.
+    """
+    return (k * per_epoch + phase) // num_batches
 
-    Returns:
-        ``(counts, before)``, both ``(len(batches), C)`` int64.
+
+def spread_prefix(
+    per_epoch: np.ndarray,
+    num_batches: int,
+    fixed: np.ndarray,
+    alone: np.ndarray,
+    k: np.ndarray,
+    key: int,
+) -> np.ndarray:
+    """Draws of each group in the first ``k`` batches of a block, ``(len(k), C)`` int64.
+
+    ``per_epoch[c]`` draws of group ``c`` over ``num_batches`` batches of equal size:
+
+    * ``fixed`` groups (integer quotas): ``k * per_epoch / M`` exactly.
+    * ``alone`` groups (named float shares) follow their own Bresenham line, so every prefix
+      of ``k`` batches is within one of ``k * per_epoch / M``: the extra draws are spread
+      evenly through the epoch, never bunched in runs.
+    * the other groups fill what is left, split by a Beatty tree of their epoch counts (exact
+      at the epoch's end, within one per tree level on the way).
+
+    When the named shares could overfill a batch (their rounded-up counts exceed the free
+    slots) or nothing else fills the rest, every flexible group goes through the tree.
     """
     per_epoch = np.asarray(per_epoch, dtype=np.int64)
-    m = np.asarray(batches, dtype=np.int64)[:, None]  # (nb, 1)
+    k = np.asarray(k, dtype=np.int64)[:, None]  # (nb, 1)
     big = num_batches
-    whole, extra = np.divmod(per_epoch, big)  # (C,)
-    arc = np.cumsum(extra) - extra  # extra draws of group c own [arc, arc + extra) mod big
-
-    def upto(y):  # number of z in [0, y) with z mod big < extra
-        return (y // big) * extra + np.minimum(y % big, extra)
-
-    shift = t0 - arc + big * (arc // big + 1)  # >= 0, same residue as t0 - arc
-    before = m * whole + upto(shift + m) - upto(shift)
-    counts = whole + ((t0 + m - arc) % big < extra)
-    return counts, before
+    out = np.where(fixed, k * (per_epoch // big), 0)  # (nb, C)
+    flex = ~fixed
+    if not flex.any():
+        return out
+    slots = int(per_epoch[flex].sum()) // big  # flexible slots per batch (exact by design)
+    ceil_each = -(-per_epoch // big)
+    fill = flex & ~alone
+    alone = alone & flex
+    tree_groups = flex
+    taken = np.zeros_like(k)
+    if fill.any() and int(ceil_each[alone].sum()) <= slots and alone.any():
+        phase = (hash64(derive(key, 2), np.arange(len(per_epoch))) % np.uint64(big)).astype(
+            np.int64
+        )
+        line = _bresenham(per_epoch, big, k, phase)  # (nb, C)
+        out = np.where(alone, line, out)
+        taken = (line * alone).sum(axis=1, keepdims=True)
+        tree_groups = fill
+    members = np.flatnonzero(tree_groups)
+    tree = BeattyTree.build(per_epoch[members], int(derive(key, 3)))
+    seats = (k * slots - taken)[:, 0]  # flexible seats of the tree's groups so far
+    for leaf, g in enumerate(members):
+        out[:, g] = tree.prefix(leaf, seats)
+    return out
 
 
 @dataclass(frozen=True)
@@ -76,11 +111,16 @@ class QuotaPlan:
     cycled: np.ndarray
     epoch_batches: int
     shuffle_within_batch: bool = True
+    named: np.ndarray | None = None  # groups with a float share of their own (spread alone)
+
+    @property
+    def fixed(self) -> np.ndarray:
+        """Groups with an integer count per batch."""
+        return np.abs(self.per_batch - np.round(self.per_batch)) < 1e-9
 
     def per_epoch_counts(self) -> np.ndarray:
         """Draws of each group in one epoch (``epoch_batches`` micro-batches), exact."""
-        per = self.per_batch
-        fixed = np.abs(per - np.round(per)) < 1e-9
+        per, fixed = self.per_batch, self.fixed
         counts = np.where(fixed, np.round(per), 0).astype(np.int64)
         counts *= self.epoch_batches
         flex = ~fixed
@@ -101,8 +141,10 @@ class QuotaPlan:
             sel = blocks == b
             m = mb[sel] - b * big
             key = make_key(seed, epoch, QUOTA, int(b))
-            t0 = int(derive(key, 0) % np.uint64(big))
-            counts, before = batch_counts(per_epoch, big, m, t0)  # (nb, C)
+            named = self.named if self.named is not None else np.zeros(num, dtype=bool)
+            prefix = spread_prefix(per_epoch, big, self.fixed, named, np.append(m, m + 1), key)
+            before, after = prefix[: len(m)], prefix[len(m) :]  # (nb, C) each
+            counts = after - before
             # Slot s of batch i takes group c where s falls in c's range of the batch.
             start = np.cumsum(counts, axis=1) - counts  # (nb, C)
             flat = (np.arange(len(m))[:, None] * bs + start).ravel()
@@ -110,19 +152,64 @@ class QuotaPlan:
             f = np.searchsorted(flat, slots, side="right") - 1
             row, g = f // num, f % num
             stream = (epoch + int(b)) * per_epoch[g] + before[row, g] + (slots - flat[f])
-            items = np.empty(len(slots), dtype=np.int64)
-            cyc = self.cycled[g]
-            if cyc.any():
-                items[cyc] = cycled_members(self.index, g[cyc], stream[cyc], make_key(seed, CYCLE))
-            if (~cyc).any():
-                gr, sr = g[~cyc], stream[~cyc]
-                sizes = self.index.sizes[gr]
-                u = uniform(derive(make_key(seed, QUOTA), gr), sr)
-                j = np.minimum((u * sizes).astype(np.int64), sizes - 1)
-                items[~cyc] = self.index.member(gr, j)
-            items = items.reshape(len(m), bs)
+            items = self._members(seed, g, stream).reshape(len(m), bs)
+            if self.index.multilabel:
+                ends = ((epoch + int(b)) * per_epoch + after).reshape(len(m), num)
+                member = functools.partial(self._members, seed)
+                groups = g.reshape(len(m), bs)
+                _distinct_rows(items, groups, ends, member, self.index.sizes)
             if self.shuffle_within_batch:
                 order = permute(np.arange(bs)[None, :], bs, derive(key, 1, m[:, None]))
                 items = np.take_along_axis(items, order, axis=1)
             out[sel] = items
         return out
+
+    def _members(self, seed: int, g: np.ndarray, stream: np.ndarray) -> np.ndarray:
+        """Member at position ``stream`` of group ``g``'s member stream (int64 arrays)."""
+        items = np.empty(len(g), dtype=np.int64)
+        cyc = self.cycled[g]
+        if cyc.any():
+            items[cyc] = cycled_members(self.index, g[cyc], stream[cyc], make_key(seed, CYCLE))
+        if (~cyc).any():
+            gr, sr = g[~cyc], stream[~cyc]
+            sizes = self.index.sizes[gr]
+            u = uniform(derive(make_key(seed, QUOTA), gr), sr)
+            j = np.minimum((u * sizes).astype(np.int64), sizes - 1)
+            items[~cyc] = self.index.member(gr, j)
+        return items
+
+
+def _distinct_rows(items: np.ndarray, groups: np.ndarray, ends: np.ndarray, members, sizes) -> None:
+    """Replace repeated samples within each batch (multi-label groups overlap), in place.
+
+    The first occurrence in slot order stays; a later one, drawn through group ``g``, takes
+    ``g``'s following members (stream positions past the batch's own draws of ``g``) until one
+    is new to the batch; if every member of ``g`` is already there (so ``g`` has more than its
+    quota), the largest group's following members fill the slot. ``ends[i, g]`` is the stream
+    position after batch ``i``'s last draw of ``g``. Batches without a repeat (the usual case)
+    cost one sort.
+    """
+    ordered = np.sort(items, axis=1)
+    largest = int(np.argmax(sizes))
+    for i in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
+        seen: set[int] = set()
+        nxt = ends[i].copy()
+        for s in range(items.shape[1]):
+            x = int(items[i, s])
+            if x in seen:
+                x = _next_new(int(groups[i, s]), largest, nxt, seen, members, sizes)
+                items[i, s] = x
+            seen.add(x)
+
+
+def _next_new(g: int, largest: int, nxt: np.ndarray, seen: set, members, sizes) -> int:
+    """The next member of ``g`` (else of ``largest``) not in ``seen``; advances ``nxt``."""
+    for h in (g, largest):
+        for _ in range(2 * int(sizes[h]) + 1):  # two cycles hold every member
+            x = int(members(np.array([h]), nxt[h : h + 1])[0])
+            nxt[h] += 1
+            if x not in seen:
+                return x
+    raise ValueError(
+        "a batch cannot hold batch_size distinct samples: too few samples belong to a group"
+    )
