@@ -42,6 +42,9 @@ def sampler_dataset_size(sampler: OurSampler) -> int | None:
     index = getattr(sampler, "index", None)
     if index is not None:
         return int(index.num_samples)
+    weight_index = getattr(sampler, "weight_index", None)
+    if weight_index is not None:
+        return len(weight_index)
     plan = getattr(sampler, "_plan", None)
     for attr in ("cumulative", "weights"):
         values = getattr(plan, attr, None)
