@@ -1,8 +1,9 @@
-"""MkDocs hook: show Sphinx roles left in docstrings (:class:`X`) as plain code (``X``).
+"""MkDocs hook: render the reStructuredText idioms left in docstrings as Sphinx would.
 
-The docstrings are read in editors and ``help()`` as well, where ``:class:`~pkg.Name``` is the
-common idiom; mkdocstrings (Google style) renders the role's name literally. This drops the role
-and, for a ``~`` target, keeps only the last component, as Sphinx would.
+The docstrings are read in editors and ``help()`` as well, where ``:class:`~pkg.Name``` and a
+paragraph ending in ``::`` before a code block are the common idioms; mkdocstrings (Google
+style) renders them literally. This shows a role as plain code (for a ``~`` target, only the
+last component) and ends such a paragraph with one colon.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 
 _ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):<code>(~?)([^<]*)</code>")
+_LITERAL = re.compile(r"(\S)::</p>")
 
 
 def _plain(match: re.Match) -> str:
@@ -18,4 +20,4 @@ def _plain(match: re.Match) -> str:
 
 
 def on_page_content(html: str, **kwargs) -> str:
-    return _ROLE.sub(_plain, html)
+    return _LITERAL.sub(r"\1:</p>", _ROLE.sub(_plain, html))
