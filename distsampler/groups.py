@@ -57,7 +57,7 @@ def _index_dtype(n: int) -> type:
     return np.int32 if n < (1 << 31) else np.int64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
 class GroupIndex:
     """Members of each group of a dataset of ``num_samples`` samples.
 

@@ -111,7 +111,7 @@ def _codes(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
 class WeightIndex:
     """Per-sample weights prepared for weighted draws (build once, save, map in every rank).
 

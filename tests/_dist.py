@@ -146,3 +146,20 @@ def resume(kind: str, args: tuple, kwargs: dict, epoch: int, state: dict | None,
         if steps >= 0 and len(taken) == steps:
             break
     return _all_gather({"items": taken, "state": sampler.state_dict()})
+
+
+@scenario
+def coco_multilabel(path: str, batch_size: int, quotas: dict, epochs: list[int]) -> list:
+    """Both samplers on ``from_coco(path, multilabel=True)``: every rank's streams, gathered."""
+    from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
+    from distsampler.groups import from_coco
+
+    _, index = from_coco(path, multilabel=True, background="empty")
+    weighted = DistributedWeightedSampler(labels=index, block_size=batch_size)
+    quota = DistributedQuotaBatchSampler(index, batch_size, quotas)
+    out = []
+    for e in epochs:
+        weighted.set_epoch(e)
+        quota.set_epoch(e)
+        out.append(_all_gather({"weighted": list(weighted), "quota": list(quota)}))
+    return out
