@@ -32,8 +32,9 @@ def test_membership_of_label_sets_hand_case():
     m = D.Membership.of(GroupIndex.from_label_sets(SETS))
     assert m.multilabel and m.num_samples == 5 and m.num_classes == 3
     assert m.counts().tolist() == [1, 0, 2, 1, 2]
-    assert m.per_class(np.ones(5, dtype=np.int64)).tolist() == [3, 2, 1]
-    assert m.per_class(np.arange(5)).tolist() == [0 + 2 + 4, 2 + 3, 4]
+    assert m.count(np.arange(5)).tolist() == [3, 2, 1]
+    assert m.count(np.array([2, 2, 1, 4])).tolist() == [3, 2, 1]  # repeats count
+    assert m.per_class(np.arange(5) / 2).tolist() == [(0 + 2 + 4) / 2, (2 + 3) / 2, 4 / 2]
     assert m.holds(0).tolist() == [True, False, True, False, True]
     assert m.samples(1).tolist() == [2, 3]
     which, cls = m.pairs(np.array([2, 1, 4]))

@@ -117,13 +117,18 @@ class Membership:
         return values if self.starts is None else np.repeat(values, self.counts())
 
     def per_class(self, values: np.ndarray) -> np.ndarray:
-        """Sum of per-sample ``values`` over the members of each class, ``(C,)``.
+        """Sum of per-sample ``values`` over the members of each class, ``(C,)`` float64."""
+        values = np.asarray(values, dtype=np.float64)
+        return np.bincount(self.classes, weights=self.expand(values), minlength=self.num_classes)
 
-        Integer values give int64 sums (exact below 2**53).
+    def count(self, samples: np.ndarray) -> np.ndarray:
+        """Per class, how many of ``samples`` (repeats count) hold it, ``(C,)`` int64.
+
+        With ``samples`` a stream of draws: the draws containing each class.
         """
-        values = np.asarray(values)
-        out = np.bincount(self.classes, weights=self.expand(values), minlength=self.num_classes)
-        return np.rint(out).astype(np.int64) if values.dtype.kind in "biu" else out
+        samples = np.asarray(samples, dtype=np.int64)
+        held = self.classes[samples] if self.starts is None else self.pairs(samples)[1]
+        return np.bincount(held, minlength=self.num_classes)
 
     def samples(self, cls: int) -> np.ndarray:
         """Sample indices holding class ``cls``, increasing."""

@@ -62,7 +62,7 @@ class Tally:
 
     def __post_init__(self) -> None:
         m = self.membership
-        self.sizes = m.per_class(np.ones(m.num_samples, dtype=np.int64))
+        self.sizes = m.count(np.arange(m.num_samples))
         self.first = np.full(m.num_samples, -1, dtype=np.int64)
         self.times = np.zeros(m.num_samples, dtype=np.int64)
         self._minority = m.holds(self.minority)
@@ -83,10 +83,10 @@ class Tally:
         update_first(self.first, stream, step)
         counts = repeats(stream, m.num_samples)
         self.times += counts
-        self.draws.append(m.per_class(counts))
+        self.draws.append(m.count(stream))
         self.totals.append(len(stream))
         seen = self.first >= 0
-        self.seen.append(m.per_class(seen))
+        self.seen.append(m.count(np.flatnonzero(seen)))
         self.seen_any.append(int(np.count_nonzero(seen & self._labelled)))
         self.repeat_max.append(int(counts[self._minority].max(initial=0)))
         batches = layout.reshape(-1, bs)
