@@ -21,6 +21,7 @@ from test_inspect import (
     weighted_epochs,
 )
 
+from distsampler import weights as W
 from distsampler.groups import GroupIndex
 from distsampler.inspect import cli, plots
 
@@ -42,6 +43,7 @@ def make_sets() -> list[list[str]]:
 
 SETS = make_sets()
 HOLDS = [set(s) or {"ok"} for s in SETS]  # with --background ok
+NAMES = ["dent", "rust", "scratch"]
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +124,7 @@ def test_csv_json_npy_and_coco_give_the_same_index(capsys, tmp_path, sets_json):
     )  # fmt: skip
     assert got["classes"] == want["classes"]
     assert got["samplers"] == want["samplers"]
-    names = ["dent", "rust", "scratch"]
-    hot = np.array([[n in s for n in names] for s in SETS])
+    hot = np.array([[n in s for n in NAMES] for s in SETS])
     npy = tmp_path / "hot.npy"
     np.save(npy, hot)
     got = run_json(capsys, "inspect", npy, "--background", "ok", *argv)
@@ -131,17 +132,38 @@ def test_csv_json_npy_and_coco_give_the_same_index(capsys, tmp_path, sets_json):
     assert got["samplers"]["weighted"]["realised_share"]["1"] == pytest.approx(
         want["samplers"]["weighted"]["realised_share"]["rust"]
     )
-    cats = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
+    coco_path = write_coco(tmp_path / "instances.json")
+    got = run_json(capsys, "inspect", coco_path, "--multilabel", "--background", "ok", *argv)
+    assert got["samplers"] == want["samplers"]
+
+
+def write_coco(path) -> str:
+    """SETS as a COCO file: category k + 1 is NAMES[k]; images without a defect have no box."""
+    cats = [{"id": k + 1, "name": n} for k, n in enumerate(NAMES)]
     anns = [
-        {"id": len(SETS) * k + i, "image_id": i, "category_id": names.index(n) + 1}
+        {"id": len(SETS) * k + i, "image_id": i, "category_id": NAMES.index(n) + 1}
         for i, s in enumerate(SETS)
         for k, n in enumerate(s)
     ]
-    coco = {"images": [{"id": i} for i in range(len(SETS))], "annotations": anns}
-    coco_path = tmp_path / "instances.json"
-    coco_path.write_text(json.dumps({**coco, "categories": cats}))
-    got = run_json(capsys, "inspect", coco_path, "--multilabel", "--background", "ok", *argv)
-    assert got["samplers"] == want["samplers"]
+    images = [{"id": i} for i in range(len(SETS))]
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return str(path)
+
+
+def test_repeat_factors_on_multilabel_coco_target_the_weight_mass(capsys, tmp_path):
+    """Per-image weights (LVIS repeat factors): the target of class c is the weight mass of
+    the images holding it, and WeightedRandomSampler can run (one weight per image)."""
+    path = write_coco(tmp_path / "instances.json")
+    report = run_json(
+        capsys,
+        "inspect", path, "--multilabel", "--background", "ok", "--strategy", "repeat",
+        "--threshold", "0.1", "--sampler", "weighted", "--sampler", "torch-wrs",
+    )  # fmt: skip
+    r = np.array(W.repeat_factors([[NAMES.index(n) + 1 for n in s] for s in SETS], 0.1))
+    want = {c: r[[c in h for h in HOLDS]].sum() / r.sum() for c in ("dent", "ok", "rust")}
+    assert report["skipped"] == {}
+    for got in report["samplers"].values():
+        assert {c: got["target_share"][c] for c in want} == pytest.approx(want)
 
 
 def test_csv_cells_default_to_a_pipe_and_int_labels(capsys, tmp_path):

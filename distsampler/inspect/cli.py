@@ -36,8 +36,9 @@ def parser() -> argparse.ArgumentParser:
         "inspect",
         help="simulate samplers and report batch balance, coverage and repeats",
         description="Simulate samplers on your labels and report, per sampler: the share of "
-        "draws per class, the minority share per batch, coverage per epoch, epochs until every "
-        "sample was seen and repeats of minority samples, next to the i.i.d. closed forms.",
+        "draws per class (multi-label: of draws containing the class), the minority share per "
+        "full local batch, coverage per epoch, epochs until every sample was seen and repeats "
+        "of minority samples, next to the i.i.d. closed forms.",
     )
     p.add_argument(
         "labels",
