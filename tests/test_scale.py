@@ -2,7 +2,9 @@
 
 tracemalloc sees numpy's allocations, so the peak traced while a rank starts an epoch and
 takes its first items bounds the plan's working memory: it must stay far below one array of
-the epoch (1e8 int64 = 800 MB); the bound here is 64 MB (DESIGN.md's scale row).
+the epoch (1e8 int64 = 800 MB); the bound here is 64 MB (the scale row of docs/design.md).
+Sources as ranges (``GroupIndex.from_sizes``) go to 1e10 samples with no array of size N, and
+the plan arithmetic stays exact near 2**62.
 """
 
 import tracemalloc
@@ -12,6 +14,7 @@ import pytest
 
 from distsampler import DistributedQuotaBatchSampler as DQ
 from distsampler import DistributedWeightedSampler as DWS
+from distsampler import GroupIndex, weights
 
 N = 10**8
 LIMIT = 64 * 2**20
@@ -24,6 +27,12 @@ def labels():
     y = np.zeros(N, dtype=np.int8)
     y[::33] = 1  # 3% minority
     return y
+
+
+def take(sampler, k):
+    sampler.set_epoch(1)
+    it = iter(sampler)
+    return [next(it) for _ in range(k)]
 
 
 def first_items(sampler, k):
@@ -65,3 +74,65 @@ def test_quota_1e8(labels):
     batches, peak = first_items(q, 100)
     assert peak < LIMIT
     assert all(int(labels[b].sum()) == 8 for b in batches)
+
+
+SOURCES = {"web": 6 * 10**9, "books": 3 * 10**9, "code": 10**9}
+SHARES = {"web": 0.6, "books": 0.3, "code": 0.1}
+
+
+def test_sources_1e10_as_ranges():
+    """N = 1e10 in three sources, W = 1024: no array of size N, exact shares per window."""
+    tracemalloc.start()
+    try:
+        index = GroupIndex.from_sizes(SOURCES)
+        s = DWS(
+            labels=index,
+            class_weights=weights.target_shares(SHARES),
+            num_replicas=1024,
+            rank=0,
+            block_size=16,
+        )
+        items = take(s, 16 * 4096)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < LIMIT and len(s) == 10**10 // 1024
+    items = np.array(items, dtype=np.int64)
+    source = np.searchsorted(index.offsets, items, side="right") - 1  # range of each index
+    # Each block of 16 (one window of the stratified order) holds each source within 2 of
+    # 16 * share (one per level of the 3-leaf Beatty tree).
+    per_window = np.stack([(source.reshape(-1, 16) == g).sum(1) for g in range(3)], 1)
+    assert (np.abs(per_window - 16 * np.array([0.6, 0.3, 0.1])) <= 2).all()
+    # Members cycle without replacement: no index twice in what rank 0 read.
+    assert len(np.unique(items)) == len(items)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_ranges_give_the_same_plan_as_labels(stratify):
+    sizes = {"a": 300, "b": 50, "c": 7}
+    labels = np.repeat(list(sizes), list(sizes.values()))
+    kw = dict(stratify=stratify, num_samples=999, num_replicas=3, rank=2, seed=5)
+    ranges, explicit = DWS(labels=GroupIndex.from_sizes(sizes), **kw), DWS(labels=labels, **kw)
+    for e in (0, 1):
+        ranges.set_epoch(e)
+        explicit.set_epoch(e)
+        assert list(ranges) == list(explicit)
+    qa = DQ(GroupIndex.from_sizes(sizes), 8, {"c": 1}, num_replicas=2, rank=1)
+    qb = DQ(labels, 8, {"c": 1}, num_replicas=2, rank=1)
+    assert list(qa) == list(qb)
+
+
+@pytest.mark.parametrize("where", [2**40, 2**62 - 4096])
+def test_int64_positions_near_the_limit(where):
+    """Positions, counts and cycles at 2**40 and near 2**62: exact, in range, no repeats."""
+    index = GroupIndex.from_sizes({"a": 2**61, "b": 2**61})
+    s = DWS(labels=index, num_samples=2**62, num_replicas=1, rank=0)
+    counts = s._plan.counts(0)
+    assert counts.tolist() == [2**61, 2**61]  # largest remainder in exact integers
+    pos = np.arange(where, where + 4096, dtype=np.int64)
+    got = s.indices(pos)
+    assert ((got >= 0) & (got < 2**62)).all()
+    assert len(np.unique(got)) == len(got)  # both sources far inside their first cycle
+    in_a = (got < 2**61).reshape(-1, 16).sum(1)
+    assert (np.abs(in_a - 8) <= 1).all()  # each window of 16 within one of its half
+    assert np.array_equal(s.indices(pos), got)  # a pure function of the position
