@@ -28,6 +28,7 @@ __all__ = ["main"]
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``distsampler`` argument parser (one sub-command: ``inspect``)."""
     parser = argparse.ArgumentParser(
         prog="distsampler", description="Class-imbalance samplers for PyTorch DDP."
     )
