@@ -394,21 +394,26 @@ def _multi_hot(arr: np.ndarray, names) -> tuple[np.ndarray, np.ndarray, list]:
     return samples.astype(np.int64), codes.astype(np.int64), cols
 
 
-def _label_lists(label_sets: Any) -> tuple[np.ndarray, np.ndarray, list]:
+def _label_lists(
+    label_sets: Any, name: str = "label_sets", what: str = "labels"
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(samples, codes, labels)`` pairs of a sequence of label iterables (messages name it)."""
     if isinstance(label_sets, (str, bytes, Mapping)) or not isinstance(
         label_sets, (Sequence, np.ndarray)
     ):
         raise TypeError(
-            "label_sets should be a sequence with one iterable of labels per sample, or a "
+            f"{name} should be a sequence with one iterable of {what} per sample, or a "
             f"multi-hot (N, C) array, but got {type(label_sets).__name__}"
         )
+    if len(label_sets) == 0:
+        raise ValueError(f"{name} should not be empty")
     codes: dict[Hashable, int] = {}
     lengths = np.empty(len(label_sets), dtype=np.int64)
     flat: list[int] = []
     for i, labels in enumerate(label_sets):
         if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
             raise TypeError(
-                f"label_sets[{i}] should be an iterable of labels, but got "
+                f"{name}[{i}] should be an iterable of {what}, but got "
                 f"{type(labels).__name__} {labels!r:.40}"
             )
         before = len(flat)
@@ -417,14 +422,14 @@ def _label_lists(label_sets: Any) -> tuple[np.ndarray, np.ndarray, list]:
                 label = label.item()
             if isinstance(label, bool) or not isinstance(label, (int, str)):
                 raise TypeError(
-                    f"label_sets[{i}] holds {type(label).__name__} {label!r:.40}; labels "
+                    f"{name}[{i}] holds {type(label).__name__} {label!r:.40}; {what} "
                     "should be ints or strings"
                 )
             flat.append(codes.setdefault(label, len(codes)))
         lengths[i] = len(flat) - before
     kinds = {type(k) for k in codes}
     if len(kinds) > 1:
-        raise TypeError("label_sets mixes int and str labels; use one kind")
+        raise TypeError(f"{name} mixes int and str {what}; use one kind")
     samples = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     return samples, np.asarray(flat, dtype=np.int64), list(codes)
 

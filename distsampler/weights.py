@@ -32,6 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._core.checks import check_real
+from .groups import _label_lists
+
 __all__ = [
     "ClassWeighting",
     "EffectiveNumber",
@@ -53,25 +56,6 @@ ClassWeighting = Callable[[np.ndarray, int], np.ndarray]
 
 
 # -- validation ----------------------------------------------------------------------------------
-def _check_real(
-    name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False
-) -> float:
-    """``value`` as a float in the interval; ``TypeError`` for bools and non-numbers."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"{name} should be a real number, but got {name}={value!r}")
-    x = float(value)
-    too_low = x <= low if low_open else x < low
-    too_high = x >= high if high_open else x > high
-    if not np.isfinite(x) or too_low or too_high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        if high == np.inf:
-            interval = f"{'(' if low_open else '['}{low:g}, inf)"
-        raise ValueError(f"{name} should be in {interval}, but got {name}={value!r}")
-    return x
-
-
 def _check_mapping(name: str, mapping: Mapping) -> None:
     if not isinstance(mapping, Mapping) or not mapping:
         raise TypeError(f"{name} should be a non-empty mapping, but got {name}={mapping!r}")
@@ -119,7 +103,7 @@ class Temperature:
     epoch_dependent = False
 
     def __post_init__(self) -> None:
-        _check_real("temperature", self.temperature, 0.0, np.inf, low_open=True)
+        check_real("temperature", self.temperature, 0.0, np.inf, low_open=True)
 
     def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64)
@@ -143,7 +127,7 @@ class EffectiveNumber:
     epoch_dependent = False
 
     def __post_init__(self) -> None:
-        _check_real("beta", self.beta, 0.0, 1.0, high_open=True)
+        check_real("beta", self.beta, 0.0, 1.0, high_open=True)
 
     def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64)
@@ -275,30 +259,12 @@ def repeat_factors(
         ``(num_images,)`` float64 weights; pass them as
         ``DistributedWeightedSampler(weights=...)``.
     """
-    t = _check_real("threshold", threshold, 0.0, 1.0, low_open=True)
-    if isinstance(image_categories, (str, bytes, Mapping)) or not isinstance(
-        image_categories, (Sequence, np.ndarray)
-    ):
-        raise TypeError(
-            "image_categories should be a sequence with one list of categories per image, "
-            f"but got {type(image_categories).__name__}"
-        )
-    if len(image_categories) == 0:
-        raise ValueError("image_categories should not be empty")
-    codes: dict[Hashable, int] = {}
-    lengths = np.empty(len(image_categories), dtype=np.int64)
-    flat: list[int] = []
-    for i, cats in enumerate(image_categories):
-        if isinstance(cats, (str, bytes)) or not isinstance(cats, Iterable):
-            raise TypeError(
-                f"image_categories[{i}] should be an iterable of categories, but got {cats!r}"
-            )
-        uniq = {codes.setdefault(c, len(codes)) for c in cats}
-        lengths[i] = len(uniq)
-        flat.extend(uniq)
-    cat = np.asarray(flat, dtype=np.int64)
-    image = np.repeat(np.arange(len(lengths)), lengths)
-    freq = np.bincount(cat, minlength=len(codes)) / len(lengths)  # f_c, (num_categories,)
+    t = check_real("threshold", threshold, 0.0, 1.0, low_open=True)
+    image, cat, found = _label_lists(image_categories, "image_categories", "categories")
+    lengths = np.bincount(image, minlength=len(image_categories))
+    key = np.unique(image * max(1, len(found)) + cat)  # each category once per image
+    image, cat = np.divmod(key, max(1, len(found)))
+    freq = np.bincount(cat, minlength=len(found)) / len(lengths)  # f_c, (num_categories,)
     factor = np.maximum(1.0, np.sqrt(t / np.maximum(freq, 1e-300)))
     out = np.ones(len(lengths))
     np.maximum.at(out, image, factor[cat])

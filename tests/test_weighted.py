@@ -1,4 +1,4 @@
-"""DistributedWeightedSampler: the DESIGN.md contract, in one process (ranks simulated).
+"""DistributedWeightedSampler: the contract of docs/design.md, in one process (ranks simulated).
 
 Real multi-process runs of the same properties are in test_distributed.py.
 """
