@@ -20,7 +20,19 @@ def check_lightning_trainer(trainer: Any) -> None:
     """Raise if Lightning would shard (or has sharded) our sampler a second time.
 
     Checks the trainer's ``use_distributed_sampler`` setting where Lightning exposes it, and
-    the train loader Lightning built (:func:`check_not_double_sharded`) once it exists.
+    the train loader Lightning built (:func:`check_not_double_sharded`) once it exists. Call it
+    from ``on_train_start``: the loader exists then, and nothing has been trained yet.
+
+    Example::
+
+        class Module(L.LightningModule):
+            def on_train_start(self):
+                check_lightning_trainer(self.trainer)
+
+        L.Trainer(strategy="ddp", devices=8, use_distributed_sampler=False).fit(Module())
+
+    Args:
+        trainer: the ``lightning.Trainer`` (``self.trainer`` inside a ``LightningModule``).
 
     Raises:
         DoubleShardingError: the loader holds our sampler under a second sharding layer.
