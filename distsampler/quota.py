@@ -31,13 +31,20 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
 
     Args:
         labels: per-sample group labels (ints or strings; sequence, array, tensor, ``.npy``
-            path memory-mapped, or a :class:`GroupIndex`). For multi-label data map each
-            sample to one group first, e.g. with :func:`distsampler.groups.from_coco`.
+            path memory-mapped), or a `GroupIndex`: from label sets for multi-label data, or
+            from sizes for sources stored as contiguous ranges. Trap: ``len(labels)`` must
+            equal ``len(dataset)``.
         batch_size: local (per-rank) batch size.
         quotas: group -> ``int`` (exact count per batch) or ``float`` in (0, 1) (share of the
-            batch; batches round it by carrying remainders, so each is within one of the share
-            and every epoch is exact). Groups not named share the remaining slots in proportion
-            to their sizes.
+            batch). A float share's extra draws are spread evenly through the epoch: every
+            prefix of ``k`` global batches holds within one of ``k`` times its exact
+            per-batch rate (``per_epoch / epoch_batches``), every batch within one of the
+            share, and the epoch exactly its count. Groups not named share the remaining slots
+            in proportion to their sizes. With multi-label data a quota is a minimum of
+            *distinct* samples containing the group (a sample of two named groups counts for
+            both), and no sample appears twice in a batch: when a group's next member is
+            already in the batch, its following member is taken. A quota larger than the
+            group is refused.
         policies: group -> ``"cycle"`` (default: without replacement, a fresh permutation each
             time the group is used up, continuing across epochs) or ``"replace"`` (i.i.d.).
         num_batches: local batches per rank per epoch. Default: the global micro-batches needed
@@ -46,6 +53,12 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         num_replicas, rank: the world (default: ``torch.distributed``, torchrun env, 1).
         seed: plan seed, identical on every rank.
         shuffle_within_batch: shuffle each batch (else grouped in label order).
+
+    Trap: the even spread of a float share holds for the global stream of batches. A rank
+    reads every ``W``-th batch, so its own prefix can drift further from ``k`` times the share
+    (no stream that is the same for every world size can be even on every stride: a share of
+    one half alternates globally and so falls entirely on one rank of two); each of its
+    batches is still within one of the share. Integer quotas are exact on every rank.
 
     Warning:
         Call :meth:`set_epoch` before every epoch, or every epoch repeats the same batches.

@@ -40,30 +40,45 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
     (blocks of ``block_size``) gives the 1-process stream for any world size. No 2**24 limit.
 
     Args:
-        weights: per-sample weights (sequence, array, tensor or ``.npy`` path). Exclusive with
-            ``labels``: passing both raises (multiply them yourself to combine).
-        labels: per-sample class labels (ints or strings), used with ``class_weights``.
+        weights: per-sample weights (sequence, array, tensor or ``.npy`` path), or a
+            `WeightIndex` (build it once per node, save it, and pass
+            ``WeightIndex.load(dir, mmap=True)`` in every rank to share one copy). Exclusive
+            with ``labels``: passing both raises (multiply them yourself to combine).
+        labels: one class label per sample (ints or strings; sequence, array, tensor or
+            ``.npy`` path), or a `GroupIndex`: from label sets for multi-label data
+            (class-aware sampling: a class by its share, then a member of that class), or from
+            sizes for sources stored as contiguous ranges. Trap: ``len(labels)`` must equal
+            ``len(dataset)``; a shorter list silently samples only the first samples.
         class_weights: with ``labels``: ``"balanced"`` (equal share per class), ``"sqrt"``
             (share proportional to sqrt of the class size), a mapping class -> per-sample weight
             (torch convention, every class must appear), or a strategy from
-            :mod:`distsampler.weights` such as ``weights.target_shares({"a": 0.3, "b": 0.7})``.
+            `distsampler.weights` such as ``weights.target_shares({"a": 0.3, "b": 0.7})``.
+            With multi-label data, class sizes count the samples *containing* each class.
         num_samples: global draws per epoch (default: dataset size).
-        replacement: draw with replacement (default) or without.
+        replacement: draw with replacement (default) or without. Without replacement needs
+            single-label data (a multi-label sample could be drawn through each of its classes).
         stratify: labels only (default ``True`` with labels): exact class counts per epoch
-            (largest remainder of ``num_samples * share``) in a random order, members drawn
-            without replacement in cycles that continue across epochs, so every sample of a
-            class is seen before any repeats. ``False``: i.i.d. class-first draws.
+            (largest remainder of ``num_samples * share``; with multi-label data, draws made
+            *through* each class) in a random order, members drawn without replacement in
+            cycles that continue across epochs, so every sample of a class is seen before any
+            repeats. ``False``: i.i.d. class-first draws.
         num_replicas, rank: the world; default from ``torch.distributed``, else torchrun's
             ``WORLD_SIZE``/``RANK``, else 1 process.
         seed: plan seed, identical on every rank.
         drop_last: trim the plan to a multiple of the world size instead of extending it.
         block_size: positions per round-robin block; set it to the batch size to get exactly the
-            batches HF Accelerate's ``BatchSamplerShard`` would give from the 1-process sampler.
+            batches HF Accelerate's ``BatchSamplerShard`` would give from the 1-process sampler
+            (and balanced local batches under stratification).
 
     Equal lengths: each rank yields ``ceil(num_samples / W)`` indices (``floor`` with
-    ``drop_last``). The up to ``W - 1`` extra positions continue the same stream: with
-    ``replacement=False`` they start a new round and may repeat an index of this epoch
-    (``DistributedSampler`` pads with repeats too); ``drop_last=True`` avoids that.
+    ``drop_last``). The up to ``W - 1`` extra positions continue the same stream. With
+    ``replacement=False`` they continue the epoch's round while unused positive weights remain,
+    so no index repeats unless ``num_samples`` is within ``W - 1`` of the number of positive
+    weights (``DistributedSampler`` pads with repeats too); ``drop_last=True`` avoids that.
+
+    Multi-label trap: a sample in two rare classes is drawn through both, so the share of
+    batches *containing* a rare class can exceed its target share; ``distsampler inspect``
+    shows the realised shares.
 
     Warning:
         Call :meth:`set_epoch` at the start of every epoch, before creating the DataLoader
