@@ -9,17 +9,20 @@
   a file of yours...). Blocks are self-contained: they make the small data they use.
 * Every public name has an entry (``::: distsampler...``) in docs/api/ and a runnable example
   on the same page that uses it.
+* Every ``>>>`` example in the package's docstrings runs (doctest, ``...`` matches anything).
 * Every test the documentation names (``test_file.py::test_name``) exists, so the guarantees
   table of docs/design.md cannot point at a test that was renamed or removed.
 """
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import importlib.util
 import inspect
 import json
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -122,6 +125,25 @@ def test_blocks_marked_not_run_say_why() -> None:
             first = code.lstrip().splitlines()[0] if code.strip() else ""
             if first.startswith("# not run"):
                 assert re.match(r"# not run: \S", first), f"{bid}: '# not run: <why>'"
+
+
+def package_modules() -> list[str]:
+    """Every module of the package, found without importing it (transformers is slow)."""
+    return ["distsampler"] + [
+        m.name
+        for m in pkgutil.walk_packages([str(ROOT / "distsampler")], "distsampler.")
+        if not m.name.endswith(".transformers")  # its example needs a model: in docs/api
+    ]
+
+
+@pytest.mark.parametrize("module", package_modules())
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(
+        importlib.import_module(module),
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        report=True,
+    )
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {module} failed (above)"
 
 
 def public_names() -> list[str]:
