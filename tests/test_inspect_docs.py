@@ -1,17 +1,19 @@
 """docs/inspect.md shows the real output of its examples: each ``distsampler inspect`` command
 of the page, run here, prints exactly the table the page shows after it.
 
-When a change to a sampler's plan changes the numbers, this fails: run the page's commands
-again and paste their output (the Python block first writes the multi-label example's file).
+When a change to a sampler's plan changes the numbers, this fails: ``python
+tests/test_inspect_docs.py`` runs the page's commands again and pastes their output into it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import shlex
+import tempfile
 from pathlib import Path
-
-import pytest
 
 from distsampler.inspect import cli
 
@@ -42,15 +44,38 @@ def test_the_page_has_both_examples():
     assert "docs/defects.npy" in commands[0] and "--background" in commands[1]
 
 
-@pytest.mark.parametrize("number", [0, 1])
-def test_example_output_is_current(capsys, tmp_path, monkeypatch, number):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "docs").symlink_to(ROOT / "docs")
-    for code in PYTHON.findall(PAGE.read_text()):  # writes the multi-label example's file
-        exec(compile(code, str(PAGE), "exec"), {"__name__": "__main__"})
-    command, shown = examples()[number]
-    assert cli.main(argv(command)) == 0
-    printed = capsys.readouterr().out
-    assert printed.rstrip("\n") == shown.rstrip("\n"), (
-        f"docs/inspect.md shows an old output of `{command.strip()}`; paste the new one"
-    )
+def outputs(directory: Path) -> list[tuple[str, str, str]]:
+    """``(command, shown, printed)`` per example, run in ``directory`` (the page's Python block
+    first writes the multi-label example's file there)."""
+    text = PAGE.read_text()
+    here = Path.cwd()
+    os.chdir(directory)
+    try:
+        (directory / "docs").symlink_to(ROOT / "docs")
+        for code in PYTHON.findall(text):
+            exec(compile(code, str(PAGE), "exec"), {"__name__": "__main__"})
+        found = []
+        for command, shown in EXAMPLE.findall(text):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert cli.main(argv(command)) == 0
+            found.append((command, shown, out.getvalue()))
+        return found
+    finally:
+        os.chdir(here)
+
+
+def test_example_output_is_current(tmp_path):
+    for command, shown, printed in outputs(tmp_path):
+        assert printed.rstrip("\n") == shown.rstrip("\n"), (
+            f"docs/inspect.md shows an old output of `{command.strip()}`; "
+            "run `python tests/test_inspect_docs.py` to paste the new one"
+        )
+
+
+if __name__ == "__main__":  # paste the current output into the page
+    page = PAGE.read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, shown, printed in outputs(Path(tmp)):
+            page = page.replace(shown, printed.rstrip("\n") + "\n")
+    PAGE.write_text(page)
