@@ -85,19 +85,16 @@ def load_data(
         raise CliError(f"no such file: {str(file)!r}")
     suffix = file.suffix.lower()
     if suffix == ".npy":
-        data = _from_npy(file, background)
-    elif suffix == ".csv":
+        return _from_npy(file, background)
+    if suffix == ".csv":
         values = _read_column(file, column)
-        if multilabel:
-            sets = [[t.strip() for t in v.split(separator) if t.strip()] for v in values]
-            data = _label_sets(file, _typed_sets(sets), background)
-        else:
-            data = _labels(file, _typed(values), background)
-    elif suffix == ".json":
-        data = _from_json(file, coco_groups, coco_default, multilabel, background)
-    else:
-        raise CliError(f"labels should be a .npy, .csv or .json file, but got {str(file)!r}")
-    return data
+        if not multilabel:
+            return _labels(file, _typed(values), background)
+        sets = [[t.strip() for t in v.split(separator) if t.strip()] for v in values]
+        return _label_sets(file, _typed_sets(sets), background)
+    if suffix == ".json":
+        return _from_json(file, coco_groups, coco_default, multilabel, background)
+    raise CliError(f"labels should be a .npy, .csv or .json file, but got {str(file)!r}")
 
 
 # -- single-label and multi-label indexes --------------------------------------------------------
@@ -114,14 +111,12 @@ def _labels(path: Path, labels, background: str | None = None) -> Data:
         raise CliError(f"cannot use the labels in {path}: {exc}") from None
 
 
-def _label_sets(path: Path, sets, background: str | None, names=None, categories=None) -> Data:
+def _label_sets(path: Path, sets, background: str | None, names=None) -> Data:
     try:
         index = GroupIndex.from_label_sets(sets, names=names, background=background)
     except (ValueError, TypeError) as exc:
         raise CliError(f"cannot use the label sets in {path}: {exc}") from None
-    if len(index.names) == 0:
-        raise CliError(f"no sample of {path} has a label; add --background NAME")
-    return Data(str(path), index, categories)
+    return Data(str(path), index)
 
 
 def _typed(values: list[str]) -> list[int] | list[str]:
@@ -238,6 +233,4 @@ def _from_coco_multilabel(path: Path, coco, background: str | None) -> Data:
         categories = _coco_categories(path, coco, ids)
     except (ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot read COCO file {path}: {exc}") from None
-    if len(index.names) == 0:
-        raise CliError(f"no image of {path} has an annotation; add --background NAME")
     return Data(str(path), index, categories)
