@@ -36,7 +36,7 @@ __all__ = ["GroupIndex", "fingerprint", "from_coco"]
 
 _FINGERPRINT_SAMPLES = 1 << 20
 _CHUNK = 1 << 22
-_SCAN_GROUPS = 32  # up to this many groups, one vectorised scan per group beats a sort
+_SORT_CHUNK = 1 << 20  # samples a step of the counting sort (about 30 MB of temporaries)
 _FORMAT = 2  # version of the saved layout (meta.json); 1 had no meta.json
 
 
@@ -55,6 +55,10 @@ def fingerprint(arr: np.ndarray) -> str:
 
 def _index_dtype(n: int) -> type:
     return np.int32 if n < (1 << 31) else np.int64
+
+
+def _code_dtype(num: int) -> type:
+    return np.int16 if num < (1 << 15) else np.int32  # int16 keys sort by radix, O(N)
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
@@ -190,31 +194,57 @@ class GroupIndex:
                 f"{name} should hold integers or strings, but got dtype {arr.dtype} "
                 "(pass weights= for per-sample float weights)"
             )
-        if len(names) <= _SCAN_GROUPS:  # few groups: one scan each, no codes array
-            return cls._from_scans(arr, values, names, sizes)
-        codes = np.searchsorted(values, arr).astype(np.int32)
-        return cls.from_codes(codes, names, sizes)
+        if arr.dtype.kind in "iu" and hi - lo < (1 << 24):
+            lookup = np.zeros(hi - lo + 1, dtype=_code_dtype(len(names)))
+            lookup[values - lo] = np.arange(len(names))
+
+            def codes_of(start: int, stop: int) -> np.ndarray:
+                return lookup[arr[start:stop] - lo]
+        else:
+
+            def codes_of(start: int, stop: int) -> np.ndarray:
+                part = arr[start:stop]
+                return np.searchsorted(values, part).astype(_code_dtype(len(names)))
+
+        return cls._from_chunks(codes_of, len(arr), names, sizes)
 
     @classmethod
-    def _from_scans(cls, arr, values, names, sizes) -> GroupIndex:
+    def _from_chunks(cls, codes_of, n: int, names: Sequence[Hashable], sizes) -> GroupIndex:
+        """Counting sort, chunk by chunk: members grouped by code, increasing within a group.
+
+        ``codes_of(start, stop)`` gives the codes of samples ``[start, stop)``. The only array
+        of size ``N`` is the result (4 bytes a sample), so building peaks near its final size.
+        """
+        sizes = np.asarray(sizes, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        members = np.empty(len(arr), dtype=_index_dtype(len(arr)))
-        for g, v in enumerate(values):
-            members[offsets[g] : offsets[g + 1]] = np.flatnonzero(arr == v)
+        members = np.empty(int(offsets[-1]), dtype=_index_dtype(n))
+        fill = offsets[:-1].copy()  # next free slot of each group
+        for start in range(0, n, _SORT_CHUNK):
+            codes = codes_of(start, min(n, start + _SORT_CHUNK))
+            order = np.argsort(codes, kind="stable")  # radix sort for int16 codes
+            ordered = codes[order]
+            count = np.bincount(ordered, minlength=len(sizes))
+            first = np.cumsum(count) - count  # where each group starts in `ordered`
+            members[fill[ordered] + np.arange(len(order)) - first[ordered]] = order + start
+            fill += count
         return cls(tuple(names), members, offsets)
 
     @classmethod
     def from_codes(
         cls, codes: np.ndarray, names: Sequence[Hashable], sizes: np.ndarray | None = None
     ) -> GroupIndex:
-        """Index from group codes ``0..len(names)-1`` (a stable sort: O(N) radix for int16)."""
+        """Index from group codes ``0..len(names)-1`` (an array, memory-mapped or not)."""
         num = len(names)
-        small = np.int16 if num < (1 << 15) else np.int32  # int16 keys sort by radix, O(N)
-        order = np.argsort(codes.astype(small, copy=False), kind="stable")
-        members = order.astype(_index_dtype(len(codes)), copy=False)
-        counts = np.bincount(codes, minlength=num) if sizes is None else np.asarray(sizes)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(tuple(names), members, offsets)
+        if sizes is None:
+            sizes = np.zeros(num, dtype=np.int64)
+            for start in range(0, len(codes), _CHUNK):
+                sizes += np.bincount(codes[start : start + _CHUNK], minlength=num)
+        dtype = _code_dtype(num)
+
+        def codes_of(start: int, stop: int) -> np.ndarray:
+            return np.asarray(codes[start:stop]).astype(dtype, copy=False)
+
+        return cls._from_chunks(codes_of, len(codes), names, sizes)
 
     @classmethod
     def from_pairs(

@@ -30,7 +30,7 @@ __all__ = ["WeightIndex", "guide_table", "guided_search"]
 
 #: At most this many distinct positive weight values use the by-value layout.
 MAX_VALUES = 1 << 12
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20
 _PROBE = 1 << 20  # weights looked at before deciding the layout
 _WALK = 8  # guide-table steps before bisection
 _FORMAT = 1
@@ -101,14 +101,17 @@ def _distinct_values(weights: np.ndarray) -> np.ndarray | None:
     return values
 
 
-def _codes(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Value code of every weight (int16 where it fits, so the grouping sort is a radix sort)."""
-    dtype = np.int16 if len(values) < (1 << 15) else np.int32
-    out = np.empty(len(weights), dtype=dtype)
-    for lo in range(0, len(weights), _CHUNK):
-        part = np.asarray(weights[lo : lo + _CHUNK], dtype=np.float64)
-        out[lo : lo + len(part)] = np.searchsorted(values, part)
-    return out
+class _ValueCodes:
+    """The value code of every weight, computed chunk by chunk when sliced (no N-sized array)."""
+
+    def __init__(self, weights: np.ndarray, values: np.ndarray) -> None:
+        self.weights, self.values = weights, values
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.searchsorted(self.values, np.asarray(self.weights[part], dtype=np.float64))
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
@@ -167,7 +170,7 @@ class WeightIndex:
             w = w.astype(np.float64)
         values = _distinct_values(w)
         if values is not None:
-            index = GroupIndex.from_codes(_codes(w, values), list(range(len(values))))
+            index = GroupIndex.from_codes(_ValueCodes(w, values), list(range(len(values))))
             # Values are sorted and >= 0: only the first can be 0; its members lead the array.
             z = int(values[0] == 0)
             members, offsets = index.members[index.offsets[z] :], index.offsets[z:]

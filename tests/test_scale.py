@@ -14,7 +14,7 @@ import pytest
 
 from distsampler import DistributedQuotaBatchSampler as DQ
 from distsampler import DistributedWeightedSampler as DWS
-from distsampler import GroupIndex, weights
+from distsampler import GroupIndex, WeightIndex, weights
 
 N = 10**8
 LIMIT = 64 * 2**20
@@ -136,3 +136,38 @@ def test_int64_positions_near_the_limit(where):
     in_a = (got < 2**61).reshape(-1, 16).sum(1)
     assert (np.abs(in_a - 8) <= 1).all()  # each window of 16 within one of its half
     assert np.array_equal(s.indices(pos), got)  # a pure function of the position
+
+
+def _final_bytes(index) -> int:
+    """Bytes of the arrays an index adds (the caller's weights or labels not counted)."""
+    if isinstance(index, WeightIndex):
+        if index.by_value:
+            return index.groups.members.nbytes
+        return index.cumulative.nbytes + index.guide.nbytes
+    return index.members.nbytes
+
+
+BUILDS = {
+    "labels-2": (lambda n: (np.arange(n) % 33 == 0).astype(np.int8), GroupIndex.from_labels),
+    "labels-1000": (lambda n: (np.arange(n) % 1000).astype(np.int16), GroupIndex.from_labels),
+    "weights-by-value": (
+        lambda n: np.where(np.arange(n) % 33, 1.0, 30.0),
+        WeightIndex.from_weights,
+    ),
+    "weights-cumulative": (lambda n: np.linspace(1, 2, n), WeightIndex.from_weights),
+}
+
+
+@pytest.mark.parametrize("kind", BUILDS)
+def test_building_an_index_peaks_at_most_twice_its_size(kind):
+    """Built once per node and memory-mapped by the ranks: building must not need much more
+    memory than the result (N = 1e7; the input exists before tracing starts)."""
+    make_input, build = BUILDS[kind]
+    data = make_input(10**7)
+    tracemalloc.start()
+    try:
+        index = build(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * _final_bytes(index)
