@@ -1,0 +1,186 @@
+"""HF Trainer on an imbalanced set with a distsampler sampler: two lines differ from Trainer.
+
+    torchrun --standalone --nproc_per_node=2 launch/train_trainer.py --sampler quota
+    torchrun --standalone --nproc_per_node=2 launch/train_trainer.py --sampler weighted \\
+        --output-dir runs/w --save-steps 5
+    # continue from a checkpoint, under any number of processes:
+    torchrun --standalone --nproc_per_node=1 launch/train_trainer.py --sampler weighted \\
+        --output-dir runs/w1 --resume runs/w/checkpoint-5
+
+The model is a tiny classifier built in code (no download) that returns ``{"loss", "logits"}``;
+the data set is synthetic: 200 samples, 10% of them minority. The only changes from a plain
+``Trainer`` script: build the sampler, and use ``SamplerTrainer(..., train_sampler=sampler)``
+(or put ``SamplerTrainerMixin`` first in your own Trainer subclass, ``--trainer mixin``).
+
+``--log-dir DIR`` writes, per rank, every optimizer step's micro-batches (dataset indices) and
+the sampler's epoch: the tests compare them with the sampler's own plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
+from distsampler.integrations.transformers import SamplerTrainer, SamplerTrainerMixin
+
+NUM_SAMPLES, MINORITY_SHARE, FEATURES = 200, 0.1, 8
+QUOTA = 2  # minority samples in every local quota batch
+
+
+def make_labels(n: int = NUM_SAMPLES) -> list[int]:
+    """1 = minority: every 10th sample."""
+    step = round(1 / MINORITY_SHARE)
+    return [int(i % step == 0) for i in range(n)]
+
+
+class ImbalancedSet(Dataset):
+    """Dict samples, as Trainer's collator expects: features, label, and the sample's index."""
+
+    def __init__(self, labels: list[int], seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.tensor(labels)
+        self.x = torch.randn(len(labels), FEATURES, generator=g) + self.labels[:, None] * 1.5
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "labels": int(self.labels[i]), "index": i}
+
+
+class TinyClassifier(nn.Module):
+    """Any nn.Module works with Trainer if it returns a dict with "loss" when given labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(FEATURES, 2)
+        self.trained: list[list[int]] = []  # indices of every training micro-batch (for --log-dir)
+
+    def forward(self, x, labels=None, index=None):
+        logits = self.linear(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits, labels)
+        if self.training and index is not None:
+            self.trained.append(index.tolist())
+        return out
+
+
+class CountingTrainer(SamplerTrainerMixin, Trainer):
+    """A Trainer subclass of your own: put SamplerTrainerMixin first."""
+
+    micro_batches = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.micro_batches += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+class BatchLog(TrainerCallback):
+    """After every optimizer step: its micro-batches, the sampler's epoch and Trainer's state."""
+
+    def __init__(self, model: TinyClassifier, sampler) -> None:
+        self.model, self.sampler, self.mark, self.records = model, sampler, 0, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        batches = self.model.trained[self.mark :]
+        self.mark = len(self.model.trained)
+        self.records.append(
+            {
+                "epoch": self.sampler.epoch,
+                "global_step": state.global_step,
+                "state_epoch": state.epoch,
+                "batches": batches,
+            }
+        )
+
+
+def make_sampler(kind: str, labels: list[int], batch_size: int, seed: int):
+    """Built the normal way: under torchrun the sampler finds its rank and world itself."""
+    if kind == "weighted":
+        # block_size = per-device batch size: each rank's batches are whole blocks of the plan
+        return DistributedWeightedSampler(labels=labels, block_size=batch_size, seed=seed)
+    return DistributedQuotaBatchSampler(labels, batch_size, {1: QUOTA}, seed=seed)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sampler", choices=("weighted", "quota"), default="quota")
+    p.add_argument("--trainer", choices=("sampler", "mixin"), default="sampler")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--batch-size", type=int, default=8, help="per-device batch size")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: off)")
+    p.add_argument("--output-dir", type=Path, default=Path("runs/trainer"))
+    p.add_argument("--resume", help="a checkpoint folder, or 'last'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-dir", type=Path, help="write rank<r>.json with the trained batches")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    labels = make_labels()
+    dataset = ImbalancedSet(labels, seed=args.seed)
+    model = TinyClassifier()
+    training_args = TrainingArguments(
+        output_dir=str(args.output_dir),
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        num_train_epochs=args.epochs,
+        learning_rate=1e-2,
+        dataloader_num_workers=args.workers,
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() else "gloo",
+        report_to=[],
+        ddp_find_unused_parameters=False,
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=args.seed,
+    )
+    sampler = make_sampler(args.sampler, labels, args.batch_size, args.seed)
+    cls = CountingTrainer if args.trainer == "mixin" else SamplerTrainer
+    trainer = cls(model=model, args=training_args, train_dataset=dataset, train_sampler=sampler)
+    log = BatchLog(model, sampler)
+    trainer.add_callback(log)
+    resume = True if args.resume == "last" else args.resume
+    trainer.train(resume_from_checkpoint=resume)
+
+    rank, world = trainer.args.process_index, trainer.args.world_size
+    if trainer.is_world_process_zero():
+        state = trainer.state
+        print(
+            f"world size: {world} ({args.sampler}): {state.global_step} optimizer steps, "
+            f"epoch {state.epoch:.3f} of {state.num_train_epochs}",
+            flush=True,
+        )
+    if args.log_dir:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+        out = {
+            "world_size": world,
+            "rank": rank,
+            "records": log.records,
+            "global_step": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
+            "state_epoch": trainer.state.epoch,
+            "micro_batches": getattr(trainer, "micro_batches", None),
+        }
+        (args.log_dir / f"rank{rank}.json").write_text(json.dumps(out))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
