@@ -171,3 +171,33 @@ def test_building_an_index_peaks_at_most_twice_its_size(kind):
     finally:
         tracemalloc.stop()
     assert peak <= 2 * _final_bytes(index)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A label index and a weight index of N = 1e7, saved once (as local rank 0 would)."""
+    root = tmp_path_factory.mktemp("node")
+    y = (np.arange(10**7) % 33 == 0).astype(np.int8)
+    GroupIndex.from_labels(y).save(root / "labels")
+    WeightIndex.from_weights(np.linspace(1, 2, 10**7)).save(root / "weights")
+    return root
+
+
+@pytest.mark.parametrize("mode", ["weights", "stratified", "iid", "quota"])
+def test_ranks_share_the_mapped_copy(saved, mode):
+    """A rank on a memory-mapped index allocates nothing of size N (traced memory: the mapped
+    pages are the page cache's, shared by every rank of the node)."""
+    tracemalloc.start()
+    try:
+        if mode == "weights":
+            s = DWS(weights=WeightIndex.load(saved / "weights", mmap=True), num_replicas=8, rank=0)
+        elif mode == "quota":
+            s = DQ(GroupIndex.load(saved / "labels", mmap=True), 32, {1: 8}, num_replicas=8, rank=0)
+        else:
+            index = GroupIndex.load(saved / "labels", mmap=True)
+            s = DWS(labels=index, stratify=mode == "stratified", num_replicas=8, rank=0)
+        take(s, 1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # far below one array of N (1e7 int32 = 40 MB)
