@@ -11,33 +11,48 @@ Construction (pure integers, exact):
 1. **Beatty tree.** Classes are the leaves of a balanced binary tree. A node with ``n`` draws of
    which ``a`` go left spreads them with a Beatty sequence of random phase ``phi``: among its first
    ``i`` draws, ``floor((i * a + phi) / n)`` go left. This gives, in O(log C) per query and in
-   closed form, the class of a position, the number of class-``c`` draws before any position
-   (``prefix``) and the position of the ``k``-th class-``c`` draw (``position_of``).
+   closed form, the class and class rank of a position (:meth:`BeattyTree.locate`), the number of
+   class-``c`` draws before any position (``prefix``) and the position of the ``k``-th class-``c``
+   draw (``position_of``).
 2. **Segments.** The block is cut wherever some class starts a new member cycle (at the
    ``position_of`` its first draw of the cycle). Between two cuts every class stays inside one
-   cycle, so the draws of a segment may come in any order: each segment is shuffled with a keyed
-   bijection (:func:`distsampler.keyed.permute`). Class counts per segment come from ``prefix``.
-
+   cycle, so the draws of a segment may come in any order: position ``p`` of segment ``[s, e)``
+   takes the class and rank of the Beatty position ``s + permute(p - s, e - s)``
+   (:func:`distsampler._core.keyed.permute`, one key per segment). The cost per position is the
+   shuffle plus one O(log C) descent of the tree, whatever the number of classes or segments.
 3. **Windows** (optional): cuts every ``window`` positions too. The Beatty interleave keeps the
    class mix of every window within one of its share (per tree level), so cutting there makes
    mini-batches of that size nearly exact (stratified sampling proper) while the order inside
    each window stays random.
 
-The result: exact per-block counts, a random order inside segments, cycle order across them,
-and per-query cost O(C log C) per segment plus O(log) per position, independent of ``M``.
-Segments are short only when a class cycles fast (a tiny class drawn often); a class of one
-member never cuts (it has nothing to cycle through).
+The result: exact per-block counts, a random order inside segments, cycle order across them;
+per call O(C log C) plus O(log C) per cycle cut between the first and last position asked for,
+plus O(log C) per position, independent of ``M``. Segments are short only when a class cycles
+fast (a tiny class drawn often); a class of one member never cuts (it has nothing to cycle
+through). Trade-off: a rank reading a sparse stride of a long block still enumerates every cycle
+cut between its first and last position (``share / cycle`` of them per position).
+
+Exact arithmetic: products such as ``i * a`` reach ``M**2``. Up to ``M = 3037000499``
+(``M**2 + M < 2**63``) they are plain int64; above it every ``floor((x * y + w) / d)`` is
+computed exactly in uint64 from a precomputed ``floor(y * 2**64 / d)`` (a multiply-high, then at
+most two corrections of the quotient), so every ``M <= 2**62`` is exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .keyed import derive, hash64, permute
 
-__all__ = ["BeattyTree", "stratified_ranks"]
+__all__ = ["BeattyTree", "sorted_unique", "stratified_ranks"]
+
+#: Largest block with int64-exact products: ``_FAST**2 + _FAST < 2**63``.
+_FAST = 3037000499
+_CHUNK = 1 << 15
+_M32, _S32 = np.uint64(0xFFFFFFFF), np.uint64(32)
 
 
 def sorted_unique(x: np.ndarray) -> np.ndarray:
@@ -51,18 +66,63 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     return x[keep]
 
 
-def _ceil_div(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return -((-x) // y)
+def _mulhi(x: np.ndarray, f) -> np.ndarray:
+    """High 64 bits of the 128-bit product of uint64 ``x`` and ``f`` (32-bit limbs)."""
+    x0, x1 = x & _M32, x >> _S32
+    f0, f1 = f & _M32, f >> _S32
+    p01, p10 = x0 * f1, x1 * f0
+    mid = ((x0 * f0) >> _S32) + (p01 & _M32) + (p10 & _M32)
+    return x1 * f1 + (p01 >> _S32) + (p10 >> _S32) + (mid >> _S32)
+
+
+def _divmod_exact(x: np.ndarray, yr, wr, d, f) -> tuple[np.ndarray, np.ndarray]:
+    """``divmod(x * yr + wr, d)`` for uint64 ``x < 2**63``, ``yr, wr < d <= 2**62`` and
+    ``f = floor(yr * 2**64 / d)`` (arrays or scalars): no 128-bit type needed.
+
+    ``mulhi(x, f)`` is at most ``x / 2**64 + 1 < 1.5`` below ``x * yr / d``, so the true
+    remainder of that estimate lies in ``[0, 2.5 d)``: it fits uint64 (wrapping arithmetic gives
+    it exactly) and two corrections finish the quotient.
+    """
+    with np.errstate(over="ignore"):
+        q = _mulhi(x, f)
+        r = x * yr + wr - q * d
+        for _ in range(2):
+            c = r >= d
+            q += c
+            r -= d * c
+    return q, r
+
+
+def _split(y: int, w: int, d: int) -> tuple[int, int, int, int, int]:
+    """``(yq, yr, wq, wr, f)`` with ``y = yq d + yr``, ``w = wq d + wr``, ``f = yr 2**64 // d``."""
+    yq, yr = divmod(y, d)
+    wq, wr = divmod(w, d)
+    return yq, yr, wq, wr, (yr << 64) // d
+
+
+def _floor_lin(x: np.ndarray, y: int, w: int, d: int, xmax: int) -> np.ndarray:
+    """``floor((x * y + w) / d)`` exactly for int64 ``0 <= x <= xmax`` and ints ``y, w >= 0``,
+    ``d >= 1`` (int64 result)."""
+    if xmax * y + w < 2**63:
+        return (x * y + w) // d
+    yq, yr, wq, wr, f = _split(y, w, d)
+    q, _ = _divmod_exact(x.view(np.uint64), np.uint64(yr), np.uint64(wr), np.uint64(d), f)
+    return q.view(np.int64) + x * yq + wq
+
+
+def _table(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class BeattyTree:
     """Exact interleave of ``counts`` (one block) as a binary tree of Beatty splits.
 
-    Attributes (one entry per node; node 0 is the root): ``n`` draws under the node, ``a`` of
-    them to the left child, ``phase`` in ``[0, n)``, ``left`` / ``right`` child ids (-1 at
-    leaves) and ``leaf`` class id (-1 at inner nodes). ``paths[c]`` lists ``(node, went_left)``
-    from the root down to class ``c``'s leaf.
+    Attributes (one entry per node; node 0 is the root, children follow their parent): ``n``
+    draws under the node, ``a`` of them to the left child, ``phase`` in ``[0, n)``, ``left`` /
+    ``right`` child ids (-1 at leaves) and ``leaf`` class id (-1 at inner nodes). ``paths[c]``
+    lists ``(node, went_left)`` from the root down to class ``c``'s leaf. Every query is exact
+    for totals up to ``2**62`` (see the module docstring).
     """
 
     n: np.ndarray
@@ -72,83 +132,268 @@ class BeattyTree:
     right: np.ndarray
     leaf: np.ndarray
     paths: tuple[tuple[tuple[int, bool], ...], ...]
+    # Per-node tables of the vectorised queries, built once (see build).
+    _down: dict = field(repr=False, compare=False, default_factory=dict)
+    _up: dict = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(self.n[0])
+
+    @property
+    def exact(self) -> bool:
+        """Whether products may pass int64 (the uint64 exact path is used)."""
+        return self.total > _FAST
+
+    @property
+    def depth(self) -> int:
+        return self._down["depth"]
 
     @classmethod
     def build(cls, counts: np.ndarray, key: int) -> BeattyTree:
-        counts = np.asarray(counts, dtype=np.int64)
-        n, a, left, right, leaf = [], [], [], [], []
+        counts = [int(c) for c in np.asarray(counts, dtype=np.int64)]
+        n, a, left, right, leaf, parent = [], [], [], [], [], []
         paths: list[tuple[tuple[int, bool], ...]] = [()] * len(counts)
+        leafnode = [0] * len(counts)
 
-        def node(lo: int, hi: int, path: tuple[tuple[int, bool], ...]) -> int:
+        def node(lo: int, hi: int, up: int, path: tuple[tuple[int, bool], ...]) -> int:
             i = len(n)
-            n.append(int(counts[lo:hi].sum()))
+            n.append(sum(counts[lo:hi]))
             a.append(0)
             left.append(-1)
             right.append(-1)
             leaf.append(-1)
+            parent.append(up)
             if hi - lo == 1:
                 leaf[i] = lo
+                leafnode[lo] = i
                 paths[lo] = path
                 return i
             mid = (lo + hi) // 2
-            a[i] = int(counts[lo:mid].sum())
-            left[i] = node(lo, mid, (*path, (i, True)))
-            right[i] = node(mid, hi, (*path, (i, False)))
+            a[i] = sum(counts[lo:mid])
+            left[i] = node(lo, mid, i, (*path, (i, True)))
+            right[i] = node(mid, hi, i, (*path, (i, False)))
             return i
 
-        node(0, len(counts), ())
+        node(0, len(counts), 0, ())
         n_arr = np.array(n, dtype=np.int64)
-        ph = (hash64(key, np.arange(len(n))) % np.maximum(n_arr, 1).astype(np.uint64)).astype(
-            np.int64
-        )
-        return cls(
+        ph_arr = hash64(key, np.arange(len(n))) % np.maximum(n_arr, 1).astype(np.uint64)
+        ph = [int(v) for v in ph_arr]
+        tree = cls(
             n_arr,
             np.array(a, dtype=np.int64),
-            ph,
+            ph_arr.astype(np.int64),
             np.array(left, dtype=np.int64),
             np.array(right, dtype=np.int64),
             np.array(leaf, dtype=np.int64),
             tuple(paths),
         )
+        # Down tables: a step from node v sends i draws to floor((i * a + ph) / n) on the left.
+        # A leaf sends everything "left" to itself (a = n), so descents need no masks.
+        nn = [max(v, 1) for v in n]
+        aa = [nn[v] if leaf[v] >= 0 else a[v] for v in range(len(n))]
+        down = {
+            "a": _table(aa),
+            "n": _table(nn),
+            "ph": _table(ph),
+            "thr": _table([x - y for x, y in zip(nn, aa, strict=True)]),  # left iff rem >= thr
+            # child[2 v + went_left]: one gather a level
+            "child": np.array(
+                [
+                    c
+                    for v in range(len(n))
+                    for c in ((v, v) if leaf[v] >= 0 else (right[v], left[v]))
+                ],
+                dtype=np.int64,
+            ),
+            "depth": max(len(q) for q in paths),
+            "leaf": np.array(leaf, dtype=np.int64),
+        }
+        # Up tables: the k-th draw of node v sits at floor((k * y + w) / d) of its parent; the
+        # root maps k to itself (y = d = 1, w = 0), so ascents of unequal length need no masks.
+        ys, ws, ds = [1], [0], [1]
+        for v in range(1, len(n)):
+            p = parent[v]
+            went_left = left[p] == v
+            ys.append(n[p])
+            ws.append(n[p] - 1 - ph[p] if went_left else ph[p])
+            ds.append(max(a[p] if went_left else n[p] - a[p], 1))
+        up = {"y": _table(ys), "w": _table(ws), "d": _table(ds), "parent": np.array(parent)}
+        up["leafnode"] = np.array(leafnode, dtype=np.int64)
+        if tree.exact:  # uint64 remainders and reciprocals, int64 whole parts
+            for t, cols in (
+                (down, zip(aa, ph, nn, strict=True)),
+                (up, zip(ys, ws, ds, strict=True)),
+            ):
+                yq, yr, wq, wr, f = zip(*(_split(y, w, d) for y, w, d in cols), strict=True)
+                t.update(yq=np.array(yq, np.int64), wq=np.array(wq, np.int64))
+                t.update({k: np.array(v, np.uint64) for k, v in (("yr", yr), ("wr", wr), ("f", f))})
+            down["n"], down["ph"], up["d"] = (np.array(v, np.uint64) for v in (nn, ph, ds))
+        # Paths as (C, depth) tables, padded with the leaf (a fixed point that goes "left").
+        depth = max(len(q) for q in paths)
+        down["path"] = np.array(
+            [[v for v, _ in q] + [leafnode[c]] * (depth - len(q)) for c, q in enumerate(paths)],
+            dtype=np.int64,
+        ).reshape(len(counts), depth)
+        down["path_left"] = np.array(
+            [[g for _, g in q] + [True] * (depth - len(q)) for q in paths], dtype=bool
+        ).reshape(len(counts), depth)
+        tree._down.update(down)
+        tree._up.update(up)
+        return tree
 
-    def _went_left_before(self, node: int, i: np.ndarray, go_left: bool) -> np.ndarray:
-        """Draws among the node's first ``i`` that go to the given side."""
-        n, a, ph = max(int(self.n[node]), 1), self.a[node], self.phase[node]  # n = 0: no draws
-        lcount = (i * a + ph) // n
-        return lcount if go_left else i - lcount
-
+    # -- scalar-class queries (one class, many positions or ranks) ---------------------------
     def prefix(self, c: int, p: np.ndarray) -> np.ndarray:
         """Number of class-``c`` draws among positions ``< p`` (``p`` in ``[0, M]``)."""
         i = np.asarray(p, dtype=np.int64)
         for node, go_left in self.paths[c]:
-            i = self._went_left_before(node, i, go_left)
+            n, a, ph = int(self.n[node]), int(self.a[node]), int(self.phase[node])
+            lcount = _floor_lin(i, a, ph, max(n, 1), n)  # n = 0: no draws
+            i = lcount if go_left else i - lcount
         return i
 
     def position_of(self, c: int, k: np.ndarray) -> np.ndarray:
         """Position of the ``k``-th (0-based) class-``c`` draw."""
         k = np.asarray(k, dtype=np.int64)
-        for node, go_left in reversed(self.paths[c]):
-            n, a, ph = self.n[node], self.a[node], self.phase[node]
-            if go_left:  # smallest i with floor(((i + 1) a + ph) / n) >= k + 1
-                k = _ceil_div((k + 1) * n - ph, a) - 1
-            else:  # the right side is a Beatty sequence with a' = n - a, ph' = n - 1 - ph
-                k = _ceil_div((k + 1) * n - (n - 1 - ph), n - a) - 1
-        return k
+        return self.positions(np.full(k.shape, c, dtype=np.int64), k)
+
+    # -- vectorised queries --------------------------------------------------------------------
+    def _step(self, i: np.ndarray, nd) -> tuple[np.ndarray, np.ndarray]:
+        """``divmod(i * a + ph, n)`` at nodes ``nd`` (int64 ``i``; ``nd`` array or int)."""
+        t = self._down
+        if not self.exact:
+            x = i * t["a"][nd] + t["ph"][nd]
+            q = x // t["n"][nd]
+            return q, x - q * t["n"][nd]
+        q, r = _divmod_exact(i.view(np.uint64), t["yr"][nd], t["ph"][nd], t["n"][nd], t["f"][nd])
+        return q.view(np.int64) + i * t["yq"][nd], r.view(np.int64)
+
+    def locate(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class of each position and its rank among that class's draws (the un-shuffled
+        Beatty interleave): one descent of the tree, O(log C) per position."""
+        p = np.asarray(p, dtype=np.int64)
+        flat = p.ravel()
+        cls, rank = np.empty_like(flat), np.empty_like(flat)
+        t = self._down
+        for lo in range(0, flat.size, _CHUNK):  # cache-sized pieces
+            i = flat[lo : lo + _CHUNK]
+            nd = 0  # every position starts at the root: scalars, no gathers
+            for _ in range(self.depth):
+                q, r = self._step(i, nd)
+                go_left = r >= t["thr"][nd]
+                i = np.where(go_left, q, i - q)
+                nd = t["child"][2 * nd + go_left]
+            cls[lo : lo + _CHUNK] = t["leaf"][nd]
+            rank[lo : lo + _CHUNK] = i
+        return cls.reshape(p.shape), rank.reshape(p.shape)
 
     def classes(self, p: np.ndarray) -> np.ndarray:
         """Class of each position (the un-shuffled Beatty interleave)."""
-        i = np.asarray(p, dtype=np.int64).copy()
-        node = np.zeros(i.shape, dtype=np.int64)
-        while True:
-            inner = self.leaf[node] < 0
-            if not inner.any():
-                return self.leaf[node]
-            nd, ii = node[inner], i[inner]
-            n, a, ph = np.maximum(self.n[nd], 1), self.a[nd], self.phase[nd]
-            before = (ii * a + ph) // n
-            is_left = ((ii + 1) * a + ph) // n > before
-            i[inner] = np.where(is_left, before, ii - before)
-            node[inner] = np.where(is_left, self.left[nd], self.right[nd])
+        return self.locate(p)[0]
+
+    def counts_before(self, p: int) -> np.ndarray:
+        """``prefix(c, p)`` of every class at one position ``p``: ``(C,)`` int64."""
+        cnt = np.zeros(len(self.n), dtype=np.int64)
+        cnt[0] = p
+        inner = np.flatnonzero(self.leaf < 0)  # parents before children: one pass in order
+        for lvl in _levels(self, inner):
+            q, _ = self._step(cnt[lvl], lvl)
+            cnt[self.left[lvl]] = q
+            cnt[self.right[lvl]] = cnt[lvl] - q
+        return cnt[self._up["leafnode"]]
+
+    def prefix_many(self, cls: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``prefix(cls[i], p[i])`` for arrays of classes and positions (broadcast)."""
+        cls, i = np.broadcast_arrays(np.asarray(cls, dtype=np.int64), np.asarray(p, np.int64))
+        t = self._down
+        for level in range(self.depth):
+            q, _ = self._step(i, t["path"][cls, level])
+            i = np.where(t["path_left"][cls, level], q, i - q)
+        return i
+
+    def positions(self, cls: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Position of the ``k``-th (0-based) draw of class ``cls`` (arrays, broadcast)."""
+        cls, k = np.broadcast_arrays(np.asarray(cls, dtype=np.int64), np.asarray(k, np.int64))
+        t = self._up
+        v = t["leafnode"][cls]
+        k = k.copy()
+        for _ in range(self.depth):
+            if self.exact:
+                q, _ = _divmod_exact(
+                    k.view(np.uint64), t["yr"][v], t["wr"][v], t["d"][v], t["f"][v]
+                )
+                k = q.view(np.int64) + k * t["yq"][v] + t["wq"][v]
+            else:
+                k = (k * t["y"][v] + t["w"][v]) // t["d"][v]
+            v = t["parent"][v]
+        return k
+
+
+def _levels(tree: BeattyTree, inner: np.ndarray) -> list[np.ndarray]:
+    """Inner nodes grouped by depth (the root first)."""
+    depth = np.zeros(len(tree.n), dtype=np.int64)
+    for v in inner:
+        depth[tree.left[v]] = depth[tree.right[v]] = depth[v] + 1
+    return [inner[depth[inner] == d] for d in range(int(depth.max()) + 1) if inner.size]
+
+
+@functools.lru_cache(maxsize=16)
+def _tree(counts: bytes, key: int) -> BeattyTree:
+    """The block's tree, built once per block (a rank asks for its positions chunk by chunk)."""
+    return BeattyTree.build(np.frombuffer(counts, dtype=np.int64), int(derive(key, 0)))
+
+
+def _cycle_cuts(
+    tree: BeattyTree,
+    lo: int,
+    hi: int,
+    counts: np.ndarray,
+    cycle: np.ndarray,
+    base: np.ndarray,
+    windows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[int, int, np.ndarray]:
+    """Cycle starts of every class around ``[lo, hi)``: ``(start, end, cuts)``.
+
+    ``start``: the last cut at or before ``lo`` (0 if none), ``end``: the first cut at or after
+    ``hi`` (``M`` if none), ``cuts``: the cuts in ``[lo, hi)`` (unsorted) that can bound a
+    segment. With ``windows`` (``(starts, ends)`` of the windows asked for), a class with more
+    cycle starts in ``[lo, hi)`` than twice the windows gives only those inside the windows,
+    found from its prefix counts at the window edges: a sparse rank of a long block then pays per
+    window, not per cycle of a tiny class.
+    """
+    total = int(counts.sum())
+    act = np.flatnonzero((cycle > 1) & (counts > 0))
+    if act.size == 0:
+        return 0, total, np.zeros(0, dtype=np.int64)
+    cyc, cnt = cycle[act], counts[act]
+    b = base[act] % cyc  # the cycle phase of the block's first draw (base may be huge)
+    k_lo, k_hi = tree.counts_before(lo)[act], tree.counts_before(hi)[act]
+    # Start of the cycle of the last draw before lo; first cycle start at or after lo / hi.
+    k_start = (k_lo - 1) - (b + k_lo - 1) % cyc
+    nxt = k_hi + (-(b + k_hi)) % cyc
+    has_start, has_end = (k_lo > 0) & (k_start >= 0), nxt < cnt
+    cls = [act[has_start], act[has_end]]
+    ks = [k_start[has_start], nxt[has_end]]
+    # Every cycle start with rank in [k0, k1) of its class, for (class, k0, k1) triples.
+    rk0, rk1, rc = k_lo, k_hi, np.arange(act.size)
+    if windows is not None:
+        w0, w1 = windows
+        dense = (k_hi - k_lo) > 2 * cyc * w0.size  # more cuts than window edges
+        if dense.any():
+            rc = np.concatenate([np.flatnonzero(~dense), np.repeat(np.flatnonzero(dense), w0.size)])
+            wc = act[np.repeat(np.flatnonzero(dense), w0.size)]
+            reps = int(dense.sum())
+            rk0 = np.concatenate([k_lo[~dense], tree.prefix_many(wc, np.tile(w0, reps))])
+            rk1 = np.concatenate([k_hi[~dense], tree.prefix_many(wc, np.tile(w1, reps))])
+    rcyc, rb = cyc[rc], b[rc]
+    first = rk0 + (-(rb + rk0)) % rcyc
+    num = np.where(first < rk1, (rk1 - first + rcyc - 1) // rcyc, 0)
+    offs = np.arange(int(num.sum())) - np.repeat(np.cumsum(num) - num, num)
+    cls.append(act[np.repeat(rc, num)])
+    ks.append(np.repeat(first, num) + offs * np.repeat(rcyc, num))
+    pos = tree.positions(np.concatenate(cls), np.concatenate(ks))
+    s, e = int(has_start.sum()), int(has_start.sum() + has_end.sum())
+    return int(pos[:s].max(initial=0)), int(pos[s:e].min(initial=total)), pos[e:]
 
 
 def stratified_ranks(
@@ -162,7 +407,7 @@ def stratified_ranks(
     """Class and per-class rank of each position of one block.
 
     Args:
-        positions: sorted positions in ``[0, M)`` with ``M = counts.sum()``.
+        positions: sorted positions in ``[0, M)`` with ``M = counts.sum() <= 2**62``.
         counts: draws of each class in the block.
         cycle: cycle length of each class (its number of members); ``<= 1`` means no cuts.
         base: the class stream index of each class's first draw in this block; cycle ``q`` of
@@ -180,48 +425,41 @@ def stratified_ranks(
     """
     pos = np.asarray(positions, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
-    num = len(counts)
-    total = int(counts.sum())
     if pos.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tree = BeattyTree.build(counts, int(derive(key, 0)))
+    total = int(counts.sum())
+    tree = _tree(counts.tobytes(), int(key))
     lo, hi = int(pos[0]), int(pos[-1]) + 1
-    starts, ends, cuts = [0], [total], []
-    for c in range(num):
-        cyc, cnt, b = int(cycle[c]), int(counts[c]), int(base[c])
-        if cyc <= 1 or cnt == 0:
-            continue
-        k_lo, k_hi = int(tree.prefix(c, lo)), int(tree.prefix(c, hi))
-        if k_lo > 0:  # the cycle of the last draw before lo began at or before it
-            k_start = (k_lo - 1) - (b + k_lo - 1) % cyc
-            if k_start >= 0:
-                starts.append(int(tree.position_of(c, k_start)))
-        first = k_lo + (-(b + k_lo)) % cyc
-        if first < k_hi:
-            cuts.append(tree.position_of(c, np.arange(first, k_hi, cyc)))
-        nxt = k_hi + (-(b + k_hi)) % cyc
-        if nxt < cnt:
-            ends.append(int(tree.position_of(c, nxt)))
+    windows = None
     if window > 0:
         frames = sorted_unique(pos // window)
-        starts.append(int(frames[0]) * window)
-        ends.append(min(total, (int(frames[-1]) + 1) * window))
-        cuts.append(np.minimum(np.concatenate([frames, frames + 1]) * window, total))
-    seg0, seg_end = max(starts), min(ends)
-    bounds = np.concatenate([[seg0, seg_end], *cuts]).astype(np.int64)
-    bounds.sort()
-    bounds = sorted_unique(bounds)
-    bounds = bounds[(bounds >= seg0) & (bounds <= seg_end)]
-    seg_start, seg_len = bounds[:-1], np.diff(bounds)
-    # Per-class counts before each boundary: (J + 1, C).
-    pre = np.stack([tree.prefix(c, bounds) for c in range(num)], axis=1)
-    seg_counts = np.diff(pre, axis=0)  # (J, C)
-    # Slot ranges of each (segment, class) laid end to end; non-decreasing once flattened.
-    cls_start = seg_start[:, None] + np.cumsum(seg_counts, axis=1) - seg_counts  # (J, C)
-    flat = cls_start.ravel()
-    j = np.searchsorted(seg_start, pos, side="right") - 1
-    slot = permute(pos - seg_start[j], seg_len[j], derive(key, 1, seg_start[j]))
-    f = np.searchsorted(flat, seg_start[j] + slot, side="right") - 1
-    cls = f % num
-    k = pre[j, cls] + (seg_start[j] + slot - flat[f])
-    return cls, k
+        edges = np.empty(2 * frames.size, dtype=np.int64)  # f, f + 1, f', f' + 1, ...: sorted
+        edges[0::2], edges[1::2] = frames, frames + 1
+        edges *= window
+        np.minimum(edges, total, out=edges)
+        windows = (edges[0::2], edges[1::2])
+    seg0, seg_end, cuts = _cycle_cuts(
+        tree,
+        lo,
+        hi,
+        counts,
+        np.asarray(cycle, dtype=np.int64),
+        np.asarray(base, dtype=np.int64),
+        windows,
+    )
+    cuts.sort()  # few: one per cycle start in [lo, hi) (or in the windows)
+    if window > 0:
+        seg0, seg_end = max(seg0, int(edges[0])), min(seg_end, int(edges[-1]))
+        cuts = np.insert(edges, np.searchsorted(edges, cuts), cuts)  # a merge, no sort
+    inside = cuts[(cuts > seg0) & (cuts < seg_end)]
+    bounds = sorted_unique(np.concatenate([[seg0], inside, [seg_end]]))
+    # Segment of each position: both arrays are sorted, so count the bounds at or below it.
+    first = np.searchsorted(pos, bounds, side="left")
+    j = np.cumsum(np.bincount(first, minlength=pos.size + 1)[: pos.size]) - 1
+    new = np.empty(j.size, dtype=bool)
+    new[0] = True
+    np.not_equal(j[1:], j[:-1], out=new[1:])
+    start = bounds[j]
+    keys = derive(key, 1, start[new])  # one key per segment asked for
+    slot = permute(pos - start, bounds[j + 1] - start, keys, group=np.cumsum(new) - 1)
+    return tree.locate(start + slot)
