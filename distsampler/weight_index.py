@@ -152,7 +152,8 @@ class WeightIndex:
         """Number of samples with a positive weight."""
         if self.groups is not None:
             return int(self.groups.offsets[-1])
-        return int(np.count_nonzero(np.diff(self.cumulative, prepend=0.0) > 0))
+        w = self.weights
+        return sum(int(np.count_nonzero(w[lo : lo + _CHUNK])) for lo in range(0, len(w), _CHUNK))
 
     def fingerprint(self) -> str:
         """A short digest of the weights (identifies the data in a sampler's state)."""
