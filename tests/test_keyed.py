@@ -10,12 +10,12 @@ from distsampler._core.keyed import make_key, permute, uniform
     "n",
     [
         1,  # a single element maps to itself
-        2,  # smallest real domain (Feistel halves of 1 bit)
-        3,  # needs cycle walking (domain 4)
-        4,  # exact power of two: no walking
-        5,  # just above a power of two: most walking
+        2,  # smallest real domain (hash ranks)
+        32,  # the largest domain ranked by hashes
+        33,  # the smallest Feistel domain (Z_5 x Z_8: cycle walking from 40)
+        256,  # Z_16 x Z_16 exactly: no walking
         1000,
-        4097,
+        4097,  # just above a power of two: Z_65 x Z_64
     ],
 )
 def test_permute_is_a_bijection(n):

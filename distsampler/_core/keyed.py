@@ -12,24 +12,26 @@ position of a plan can be computed without the ones before it (grain's ``index_s
 
 How :func:`permute` works, and its trade-offs:
 
-* ``n <= 16``: the image of ``x`` is the rank of ``hash(key, x)`` among ``hash(key, 0..n-1)``:
-  an exactly uniform permutation (the order of ``n`` i.i.d. 60-bit values; the low 4 bits are
-  ``x``, so values never tie). O(n) hashes an element, so only for tiny domains, where any
-  Feistel network is measurably biased (``(pi(x), pi(y))`` pairs at 4 to 8 rounds).
-* ``n > 16``: a Feistel network on the mixed-radix domain ``Z_a x Z_b`` with
-  ``b = ceil(sqrt(n))``, ``a = ceil(n / b)``: ``x = L * b + R``; the rounds alternate
-  ``L = (L + F(R)) mod a`` and ``R = (R + F(L)) mod b``, each a bijection whatever ``F``.
-  ``a * b - n < b``, so cycle walking (re-apply until the value falls back into ``[0, n)``) is
-  needed by fewer than ``1 / a ~ 1 / sqrt(n)`` of the elements, against up to half of them on the
-  power-of-two domain used before. The round functions are the SplitMix64 stream of the key itself
-  at counters ``v * ROUNDS + r + 1`` (no round keys to derive), reduced to ``[0, m)`` by the
-  high 32 bits times ``m`` (``m <= 2**31`` as ``n <= 2**62``). 6 rounds: on halves of a few
-  values a Feistel network's pairs ``(pi(x), pi(y))`` are measurably biased at 4 rounds (the
-  power-of-two network used before was off by up to 30x the chi-square of a random
-  permutation at n = 5..64); 6 rounds bring them within a few times it at n = 17..31 and
-  close to it from n = 33 on (``tests/test_kernels.py`` checks the bounds).
+* ``n <= 32``: the image of ``x`` is the rank of ``hash(key, x)`` among ``hash(key, 0..n-1)``:
+  an exactly uniform permutation (the order of ``n`` i.i.d. 64-bit values, which never tie: the
+  finaliser is a bijection of distinct stream states). O(n) hashes an element, so only for tiny
+  domains, where any Feistel network is measurably biased; when a key serves many elements (a
+  whole segment or batch) each key's ranks are computed once, as a table.
+* ``n > 32``: a Feistel network on the mixed-radix domain ``Z_a x Z_(2**h)``, with
+  ``h = bit_length(n - 1) // 2`` and ``a = ceil(n / 2**h)``: ``x = L * 2**h + R``; the rounds
+  alternate ``L = (L + F(R)) mod a`` and ``R = (R + F(L)) mod 2**h``, each a bijection whatever
+  ``F``. ``a * 2**h - n < 2**h``, so cycle walking (re-apply until the value falls back into
+  ``[0, n)``) concerns fewer than ``1 / a <= 1 / sqrt(n)`` of the elements, against up to half
+  of them on the power-of-two domain used before (the main cost it had). The round functions are
+  the SplitMix64 stream of the key itself at counters ``v * 6 + r + 1`` (no round keys to derive
+  per element), reduced to ``[0, a)`` by the high 32 bits times ``a`` (``a <= 2**31`` as
+  ``n <= 2**62``) and to ``[0, 2**h)`` by the top ``h`` bits. 6 rounds: at 4 rounds the pairs
+  ``(pi(x), pi(y))`` of a Feistel network on halves of a few values are far from uniform (the
+  power-of-two network used before: a chi-square 3 to 500 times its degrees of freedom at
+  n = 5..64); at 6 they are within about 2x of it from n = 33 on, and uniform to the test's
+  resolution from n ~ 100 (``tests/test_kernels.py`` holds both bounds).
 * Work runs in chunks of ``_CHUNK`` elements with in-place ufuncs, so the temporaries stay in
-  cache; every number is a uint64 and exact for ``n <= 2**62``.
+  cache; every number is a uint64, exact for ``n <= 2**62``.
 
 All array functions take and return numpy arrays and never loop in Python over elements; the
 only Python loops are over chunks, Feistel rounds and cycle-walking passes.
@@ -51,7 +53,6 @@ _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (27, 30, 31, 32))
 _SMALL = 32
 _ROUNDS = 6
 _CHUNK = 1 << 15
-_LOW4 = np.uint64(15)
 
 
 def make_key(*parts: int) -> int:
@@ -112,13 +113,13 @@ def uniform(key, counter) -> np.ndarray:
     return (hash64(key, counter) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def ceil_sqrt(n: np.ndarray) -> np.ndarray:
-    """``ceil(sqrt(n))`` exactly for int64 ``1 <= n <= 2**62`` (float estimate, integer fix)."""
-    m = np.asarray(n, dtype=np.int64) - 1  # ceil(sqrt(n)) = isqrt(n - 1) + 1
-    s = np.sqrt(m.astype(np.float64)).astype(np.int64)  # off by at most one
-    s -= s * s > m
-    s += (s + 1) * (s + 1) <= m
-    return s + 1
+def bit_length(m: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of each uint64 ``m < 2**63``, exactly (a float estimate, then a fix:
+    converting ``m`` to float64 may round it up to the next power of two)."""
+    m = np.asarray(m, dtype=np.uint64)
+    bits = np.frexp(m.astype(np.float64))[1].astype(np.uint64)
+    high = np.maximum(bits, np.uint64(1)) - np.uint64(1)  # the would-be top bit
+    return bits - ((m >> high) == 0) * (bits > 0)
 
 
 def _rank_small(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -199,9 +200,7 @@ def _feistel_walk(x, n, k) -> np.ndarray:
     take the few elements still outside ``[0, n)`` all at once.
     """
     m = n - np.uint64(1)
-    bits = np.frexp(m.astype(np.float64))[1].astype(np.uint64)  # bit_length(m), or one more
-    bits -= (m >> (bits - np.uint64(1))) == 0  # exact: a float may round m up past 2**bits
-    h = bits >> np.uint64(1)  # right half 2**h <= sqrt(n); left a = ceil(n / 2**h) >= it
+    h = bit_length(m) >> np.uint64(1)  # right half 2**h <= sqrt(n); left a = ceil(n / 2**h) >= it
     a = (m >> h) + np.uint64(1)
     y = np.empty_like(x)
     for lo in range(0, x.size, _CHUNK):
