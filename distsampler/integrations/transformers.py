@@ -46,7 +46,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
 from ..quota import DistributedQuotaBatchSampler
-from ._common import OurSampler, check_sampler
+from ._common import OUR_SAMPLERS, OurSampler
 from .accelerate import AccelerateBatches
 from .double_sharding import check_not_double_sharded
 
@@ -62,12 +62,8 @@ def _dataset_size(sampler: OurSampler) -> int | None:
     index = getattr(sampler, "index", None)
     if index is not None:
         return int(index.num_samples)
-    plan = getattr(sampler, "_plan", None)  # weights= only: the plan holds the weights
-    for name in ("weights", "cumulative"):
-        array = getattr(plan, name, None)
-        if array is not None:
-            return len(array)
-    return None
+    weights = getattr(sampler, "weight_index", None)  # weights= (a WeightIndex)
+    return None if weights is None else len(weights)
 
 
 class _TrainerBatches(AccelerateBatches):
@@ -181,12 +177,11 @@ class SamplerTrainerMixin:
     train_sampler: OurSampler
 
     def __init__(self, *args: Any, train_sampler: OurSampler | None = None, **kwargs: Any):
-        if train_sampler is None:
+        if not isinstance(train_sampler, OUR_SAMPLERS):
             raise TypeError(
-                f"{type(self).__name__} needs train_sampler=: a DistributedWeightedSampler or "
-                "a DistributedQuotaBatchSampler"
+                f"{type(self).__name__} needs train_sampler=, a DistributedWeightedSampler or a "
+                f"DistributedQuotaBatchSampler, but got {type(train_sampler).__name__}"
             )
-        check_sampler(train_sampler)
         super().__init__(*args, **kwargs)
         self.train_sampler = train_sampler
         self._check_setup()
