@@ -290,13 +290,13 @@ def test_dataset_size_must_match_the_sampler(one_process) -> None:
     make_trainer, script = one_process
     short = script.ImbalancedSet(LABELS[:150])
     labels = DistributedWeightedSampler(labels=LABELS, block_size=B, num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match=r"len\(train_dataset\)=150 .* label index cover 200"):
+    with pytest.raises(ValueError, match="200 labels but the dataset has 150"):
         make_trainer(labels, short)
     by_weights = DistributedWeightedSampler([1.0] * N, block_size=B, num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match=r"len\(train_dataset\)=150 .* weights cover 200"):
+    with pytest.raises(ValueError, match="200 weights but the dataset has 150"):
         make_trainer(by_weights, short)
     quota = DistributedQuotaBatchSampler(LABELS, B, {1: 2}, num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match=r"len\(train_dataset\)=150 .* label index cover 200"):
+    with pytest.raises(ValueError, match="200 labels but the dataset has 150"):
         make_trainer(quota, short)
 
 

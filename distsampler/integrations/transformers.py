@@ -46,7 +46,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
 from ..quota import DistributedQuotaBatchSampler
-from ._common import OUR_SAMPLERS, OurSampler
+from ._common import OUR_SAMPLERS, OurSampler, check_dataset_size
 from .accelerate import AccelerateBatches
 from .double_sharding import check_not_double_sharded
 
@@ -55,15 +55,6 @@ __all__ = ["SamplerTrainer", "SamplerTrainerMixin"]
 #: File in every checkpoint folder that holds the sampler's resume point (JSON).
 _STATE_FILE = "distsampler_state.json"
 _TRAINER_STATE = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
-
-
-def _dataset_size(sampler: OurSampler) -> int | None:
-    """Samples the sampler draws from: its label index's ``num_samples``, or its weights."""
-    index = getattr(sampler, "index", None)
-    if index is not None:
-        return int(index.num_samples)
-    weights = getattr(sampler, "weight_index", None)  # weights= (a WeightIndex)
-    return None if weights is None else len(weights)
 
 
 class _TrainerBatches(AccelerateBatches):
@@ -249,13 +240,7 @@ class SamplerTrainerMixin:
                 "train_dataset should be a map-style dataset (with __len__ and __getitem__): the "
                 "sampler draws indices into it"
             )
-        size = _dataset_size(self.train_sampler)
-        if size is not None and len(dataset) != size:
-            what = "label index" if getattr(self.train_sampler, "index", None) else "weights"
-            raise ValueError(
-                f"len(train_dataset)={len(dataset)} but the sampler's {what} cover {size} "
-                "samples: build the sampler from this dataset's labels (or weights)"
-            )
+        check_dataset_size(self.train_sampler, dataset)
 
     # -- the train loader ------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:
