@@ -251,23 +251,19 @@ def _script():
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """``make_trainer(sampler, dataset=None)`` in this process (world of 1)."""
+    """``make_trainer(sampler, dataset=None, **training_args)`` in this process (world of 1)."""
     from transformers import TrainingArguments
 
     from distsampler.integrations.transformers import SamplerTrainer
 
     script = _script()
-    args = TrainingArguments(
-        output_dir=str(tmp_path_factory.mktemp("one")),
-        per_device_train_batch_size=B,
-        per_device_eval_batch_size=5,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-    )
+    out = str(tmp_path_factory.mktemp("one"))
 
-    def make_trainer(sampler, dataset=None):
+    def make_trainer(sampler, dataset=None, **overrides):
         dataset = script.ImbalancedSet(LABELS) if dataset is None else dataset
+        options = dict(per_device_train_batch_size=B, per_device_eval_batch_size=5)
+        options.update(use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no")
+        args = TrainingArguments(output_dir=out, **{**options, **overrides})
         model = script.TinyClassifier()
         return SamplerTrainer(model=model, args=args, train_dataset=dataset, train_sampler=sampler)
 
@@ -334,3 +330,18 @@ def test_importing_distsampler_never_imports_transformers() -> None:
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_step_based_run_resumes_under_another_world_size(weighted, one_process) -> None:
+    """max_steps=30 from the 2-process checkpoint-15 in this process: the target is kept, the
+    remaining steps come from the same global stream (epoch 1 here: 25 batches, 4 done)."""
+    tmp, full = weighted
+    make_trainer, _ = one_process
+    sampler = make("weighted", 1, 0)
+    trainer = make_trainer(sampler, max_steps=30)
+    trainer.train(resume_from_checkpoint=str(tmp / "out" / "checkpoint-15"))
+    assert trainer.state.global_step == trainer.state.max_steps == 30
+    assert trainer.model.trained == plan("weighted", 1, 0, 1)[4 : 4 + 15]
+    assert trainer.state.epoch == pytest.approx(1 + 19 / 25)

@@ -399,7 +399,7 @@ class SamplerTrainerMixin:
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
-    def sampler_state(self) -> dict:
+    def _distsampler_state(self) -> dict:
         """The sampler's resume point after the micro-batches the loop trained (JSON-safe)."""
         sampler, progress = self.train_sampler, self._distsampler_progress
         per_batch = 1 if isinstance(sampler, DistributedQuotaBatchSampler) else None
@@ -413,7 +413,7 @@ class SamplerTrainerMixin:
         saved = {
             "global_step": int(self.state.global_step),
             "num_processes": int(self.accelerator.num_processes),
-            "sampler": self.sampler_state(),
+            "sampler": self._distsampler_state(),
         }
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
