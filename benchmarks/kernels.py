@@ -5,6 +5,11 @@ Usage::
     python benchmarks/kernels.py                 # every case, best of 5 (about 20 s on 2 cores)
     python benchmarks/kernels.py --quick         # smaller inputs, best of 2 (a few seconds)
     python benchmarks/kernels.py --json out.json
+    python benchmarks/kernels.py --baseline /tmp/old   # a second column: an older source tree
+
+``--baseline DIR`` imports the kernels of another checkout (``DIR/distsampler``, e.g. from
+``git archive <commit> distsampler | tar -x -C DIR``) under another name, and times each case
+alternately with both, so that both columns see the same machine load.
 
 Cases (one process, numpy only, inputs built before the clock starts):
 
@@ -18,13 +23,16 @@ Cases (one process, numpy only, inputs built before the clock starts):
   classes (random shares and sizes). The ``M = 1e10`` rows take rank 0's first 65536 positions
   of 1024 ranks: the exact (beyond int64 products) arithmetic path.
 
-The figure is the best of ``--repeat`` runs divided by the number of elements (positions).
-Run it on a quiet machine: other work on the cores inflates every figure.
+The figure is the best of ``--repeat`` runs divided by the number of elements (positions), in
+process CPU time (time waiting for a core is not counted). Other work on the cores still
+inflates every figure (caches, memory bandwidth): compare columns of one run, not runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import platform
 import sys
@@ -38,8 +46,20 @@ try:  # an installed (or PYTHONPATH) distsampler wins, so old and new code can b
 except ImportError:  # a source checkout without installation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distsampler._core.keyed import derive, make_key, permute
-from distsampler._core.strata import stratified_ranks
+from distsampler._core import keyed, strata
+
+
+def load_baseline(root: Path):
+    """``(keyed, strata)`` of the checkout at ``root``, imported as package ``baseline``."""
+    init = root / "distsampler" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("baseline", init)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["baseline"] = mod
+    spec.loader.exec_module(mod)
+    return (
+        importlib.import_module("baseline._core.keyed"),
+        importlib.import_module("baseline._core.strata"),
+    )
 
 
 def _best(fn, repeat: int) -> float:
@@ -51,8 +71,9 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def permute_cases(size: int) -> dict[str, tuple]:
-    """name -> (callable, elements)."""
+def permute_cases(size: int, kd=keyed) -> dict[str, tuple]:
+    """name -> (callable, elements), with the kernels of module ``kd``."""
+    derive, make_key, permute = kd.derive, kd.make_key, kd.permute
     rng = np.random.default_rng(0)
     keys = derive(make_key(1), np.arange(size))
     out = {}
@@ -90,7 +111,8 @@ def _strata_inputs(num: int, total: int, seed: int = 0):
     return counts, sizes, 3 * counts  # base: the stream of epoch 3
 
 
-def strata_cases(quick: bool) -> dict[str, tuple]:
+def strata_cases(quick: bool, st=strata) -> dict[str, tuple]:
+    stratified_ranks = st.stratified_ranks
     m = 2**18 if quick else 2**20
     out = {}
     for num in (3, 1000):
@@ -116,17 +138,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="runs per case (the best counts)")
     ap.add_argument("--quick", action="store_true", help="1e5 elements, best of 2")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--baseline", type=Path, help="source tree to time side by side")
     args = ap.parse_args(argv)
     size, repeat = (10**5, 2) if args.quick else (int(args.size), args.repeat)
-    cases = {**permute_cases(size), **strata_cases(args.quick)}
+    columns = {"ns per element": {**permute_cases(size), **strata_cases(args.quick)}}
+    if args.baseline:
+        kd, st = load_baseline(args.baseline)
+        columns[f"baseline ({args.baseline})"] = {
+            **permute_cases(size, kd),
+            **strata_cases(args.quick, st),
+        }
     print(f"# numpy {np.__version__}, {platform.processor() or platform.machine()}")
-    print("| case | ns per element |\n|---|---:|")
+    print("| case | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     results = {}
-    for name, (fn, count) in cases.items():
-        fn()  # warm-up
-        ns = _best(fn, repeat) / count * 1e9
-        results[name] = round(ns, 1)
-        print(f"| {name} | {ns:.1f} |", flush=True)
+    for name in columns["ns per element"]:
+        best = dict.fromkeys(columns, float("inf"))
+        for col in columns.values():
+            col[name][0]()  # warm-up
+        for _ in range(repeat):  # alternate, so every column sees the same load
+            for label, col in columns.items():
+                fn, count = col[name]
+                best[label] = min(best[label], _best(fn, 1) / count * 1e9)
+        results[name] = {label: round(ns, 1) for label, ns in best.items()}
+        print(f"| {name} | " + " | ".join(f"{ns:.1f}" for ns in best.values()) + " |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

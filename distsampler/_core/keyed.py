@@ -23,13 +23,15 @@ How :func:`permute` works, and its trade-offs:
   ``F``. ``a * 2**h - n < 2**h``, so cycle walking (re-apply until the value falls back into
   ``[0, n)``) concerns fewer than ``1 / a <= 1 / sqrt(n)`` of the elements, against up to half
   of them on the power-of-two domain used before (the main cost it had). The round functions are
-  the SplitMix64 stream of the key itself at counters ``v * 6 + r + 1`` (no round keys to derive
-  per element), reduced to ``[0, a)`` by the high 32 bits times ``a`` (``a <= 2**31`` as
-  ``n <= 2**62``) and to ``[0, 2**h)`` by the top ``h`` bits. 6 rounds: at 4 rounds the pairs
-  ``(pi(x), pi(y))`` of a Feistel network on halves of a few values are far from uniform (the
-  power-of-two network used before: a chi-square 3 to 500 times its degrees of freedom at
-  n = 5..64); at 6 they are within about 2x of it from n = 33 on, and uniform to the test's
-  resolution from n ~ 100 (``tests/test_kernels.py`` holds both bounds).
+  the SplitMix64 stream of the key itself at counters ``v * rounds + r + 1`` (no round keys to
+  derive per element), reduced to ``[0, a)`` by the high 32 bits times ``a`` (``a <= 2**31`` as
+  ``n <= 2**62``) and to ``[0, 2**h)`` by the top ``h`` bits.
+* Rounds: 6 below ``2**16`` elements, 4 from there. At 4 rounds the pairs ``(pi(x), pi(y))``
+  of a Feistel network on halves of a few values are far from uniform (the 4-round power-of-two
+  network used before: a chi-square of the gap ``pi(y) - pi(x)`` 3 to 500 times its degrees of
+  freedom at n = 5..64), and the bias fades only as the halves grow (still 2.7x for some pairs
+  at n = 4096, gone at 65536); at 6 rounds it is within about 2x from n = 33 on and gone to the
+  test's resolution from n ~ 100. ``tests/test_kernels.py`` holds these bounds.
 * Work runs in chunks of ``_CHUNK`` elements with in-place ufuncs, so the temporaries stay in
   cache; every number is a uint64, exact for ``n <= 2**62``.
 
@@ -51,7 +53,8 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (27, 30, 31, 32))
 #: Domains up to this size are permuted by ranking hashes (exactly uniform, O(n) an element).
 _SMALL = 32
-_ROUNDS = 6
+#: Feistel rounds below and from ``_LARGE`` elements (see the module docstring).
+_ROUNDS, _ROUNDS_LARGE, _LARGE = 6, 4, 1 << 16
 _CHUNK = 1 << 15
 
 
@@ -114,12 +117,15 @@ def uniform(key, counter) -> np.ndarray:
 
 
 def bit_length(m: np.ndarray) -> np.ndarray:
-    """``int.bit_length`` of each uint64 ``m < 2**63``, exactly (a float estimate, then a fix:
-    converting ``m`` to float64 may round it up to the next power of two)."""
+    """``int.bit_length`` of each uint64 ``m < 2**63``, exactly: the exponent of ``float(m)``,
+    less one where the conversion rounded ``m`` up to the next power of two (past 53 bits)."""
     m = np.asarray(m, dtype=np.uint64)
-    bits = np.frexp(m.astype(np.float64))[1].astype(np.uint64)
-    high = np.maximum(bits, np.uint64(1)) - np.uint64(1)  # the would-be top bit
-    return bits - ((m >> high) == 0) * (bits > 0)
+    bits = m.astype(np.float64).view(np.uint64) >> np.uint64(52)  # biased exponent; 0 for m = 0
+    np.maximum(bits, np.uint64(1022), out=bits)
+    bits -= np.uint64(1022)  # bit_length of float(m)
+    top = bits - (bits > 0)  # the bit that would be the highest
+    bits -= ((m >> top) == 0) & (bits > 0)
+    return bits
 
 
 def _rank_small(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -164,16 +170,16 @@ def _rank_table(keys: np.ndarray, n: np.ndarray) -> np.ndarray:
     return table
 
 
-def _feistel(x, a, h, k) -> np.ndarray:
+def _feistel(x, a, h, k, rounds: int) -> np.ndarray:
     """The mixed-radix Feistel network on ``Z_a x Z_(2**h)`` (1-D uint64 inputs, one pass)."""
     mask = (np.uint64(1) << h) - np.uint64(1)
     top = np.uint64(64) - h
     left, right = x >> h, x & mask
-    step = np.uint64((_ROUNDS * 0x9E3779B97F4A7C15) & (2**64 - 1))
+    step = np.uint64((rounds * 0x9E3779B97F4A7C15) & (2**64 - 1))
     z, t = np.empty_like(x), np.empty_like(x)
-    for r in range(_ROUNDS):
+    for r in range(rounds):
         src = right if r % 2 == 0 else left
-        np.multiply(src, step, out=z)  # counter src * _ROUNDS + r + 1 of the key's stream
+        np.multiply(src, step, out=z)  # counter src * rounds + r + 1 of the key's stream
         z += k
         z += np.uint64(((r + 1) * 0x9E3779B97F4A7C15) & (2**64 - 1))
         _mix_high(z)
@@ -193,22 +199,38 @@ def _feistel(x, a, h, k) -> np.ndarray:
     return left
 
 
-def _feistel_walk(x, n, k) -> np.ndarray:
-    """Cycle-walked Feistel: a bijection on ``[0, n)`` (1-D uint64 inputs, ``n > _SMALL``).
-
-    The first pass runs in chunks of ``_CHUNK`` (cache-sized temporaries); the walking passes
-    take the few elements still outside ``[0, n)`` all at once.
-    """
+def _radix(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, h)``: the domain ``Z_a x Z_(2**h)`` of ``[0, n)``, ``2**h <= sqrt(n) <= a``."""
     m = n - np.uint64(1)
-    h = bit_length(m) >> np.uint64(1)  # right half 2**h <= sqrt(n); left a = ceil(n / 2**h) >= it
-    a = (m >> h) + np.uint64(1)
+    h = bit_length(m) >> np.uint64(1)
+    return (m >> h) + np.uint64(1), h
+
+
+def _feistel_walk(x, n, k, lo: int, hi: int) -> np.ndarray:
+    """Cycle-walked Feistel: a bijection on ``[0, n)`` (1-D uint64 inputs, ``32 < lo <= n <=
+    hi``).
+
+    The first pass runs in chunks of ``_CHUNK`` (cache-sized temporaries, the radix included);
+    the walking passes take the few elements still outside ``[0, n)`` all at once.
+    """
+    if lo < _LARGE <= hi:  # each kind with its own number of rounds
+        y = np.empty_like(x)
+        large = n >= np.uint64(_LARGE)
+        sel = np.flatnonzero(large)
+        y[sel] = _feistel_walk(x[sel], n[sel], k[sel], _LARGE, hi)
+        sel = np.flatnonzero(~large)
+        y[sel] = _feistel_walk(x[sel], n[sel], k[sel], lo, _LARGE - 1)
+        return y
+    rounds = _ROUNDS_LARGE if lo >= _LARGE else _ROUNDS
     y = np.empty_like(x)
-    for lo in range(0, x.size, _CHUNK):
-        s = slice(lo, lo + _CHUNK)
-        y[s] = _feistel(x[s], a[s], h[s], k[s])
-    todo = np.flatnonzero(y >= n)
+    out = []
+    for start in range(0, x.size, _CHUNK):
+        s = slice(start, start + _CHUNK)
+        y[s] = _feistel(x[s], *_radix(n[s]), k[s], rounds)
+        out.append(np.flatnonzero(y[s] >= n[s]) + start)
+    todo = np.concatenate(out)
     while todo.size:  # fewer than 1 / a of the elements, geometrically fewer each pass
-        z = _feistel(y[todo], a[todo], h[todo], k[todo])
+        z = _feistel(y[todo], *_radix(n[todo]), k[todo], rounds)
         y[todo] = z
         todo = todo[z >= n[todo]]
     return y
@@ -229,33 +251,43 @@ def permute(index, n, key, group=None) -> np.ndarray:
     idx = np.asarray(index, dtype=np.int64)
     n_arr = np.asarray(n, dtype=np.int64)
     k_arr = _u64(key)
+    gshape = k_arr.shape if group is None else np.shape(group)
+    shape = np.broadcast_shapes(idx.shape, n_arr.shape, gshape)
+    per_key = group is not None or k_arr.shape != shape
     if group is None:  # key i of the (unbroadcast) key array, by element
         group = np.arange(k_arr.size).reshape(k_arr.shape)
     else:
         group = np.asarray(group, dtype=np.intp)
     k_arr = k_arr.ravel()
-    shape = np.broadcast_shapes(idx.shape, n_arr.shape, group.shape)
-    # Flat uint64 copies of the broadcast inputs: (size,) each.
-    x = np.broadcast_to(idx, shape).astype(np.uint64).ravel()
-    nn = np.broadcast_to(n_arr, shape).astype(np.uint64).ravel()
-    g = np.broadcast_to(group, shape).ravel()
-    small = nn <= np.uint64(_SMALL)
+    x, nn = (_flat_u64(v, shape) for v in (idx, n_arr))  # (size,) each, copies only if needed
+    lo, hi = (int(v) for v in (nn.min(), nn.max())) if nn.size else (1, 1)
     with np.errstate(over="ignore"):
-        if small.all() and k_arr.size * (4 + int(nn.max())) < 5 * x.size:
-            n_key = np.zeros(k_arr.size, dtype=np.uint64)
-            n_key[g] = nn
-            if np.array_equal(n_key[g], nn):  # one domain per key: a table per key
-                return _rank_table(k_arr, n_key)[g, x].astype(np.int64).reshape(shape)
-        kk = k_arr[g]
-        if small.all():
+        if not per_key:  # a key per element: no gather
+            kk = k_arr
+        else:
+            g = np.broadcast_to(group, shape).ravel()
+            if hi <= _SMALL and k_arr.size * (4 + hi) < 5 * x.size:
+                n_key = np.zeros(k_arr.size, dtype=np.uint64)
+                n_key[g] = nn
+                if np.array_equal(n_key[g], nn):  # one domain per key: a table per key
+                    return _rank_table(k_arr, n_key)[g, x].astype(np.int64).reshape(shape)
+            kk = k_arr[g]
+        if hi <= _SMALL:
             out = _rank_small(x, nn, kk)
-        elif not small.any():
-            out = _feistel_walk(x, nn, kk)
+        elif lo > _SMALL:
+            out = _feistel_walk(x, nn, kk, lo, hi)
         else:  # both kinds: each on its own elements
+            small = nn <= np.uint64(_SMALL)
             out = np.empty_like(x)
-            for sel, fn in (
-                (np.flatnonzero(small), _rank_small),
-                (np.flatnonzero(~small), _feistel_walk),
-            ):
-                out[sel] = fn(x[sel], nn[sel], kk[sel])
+            sel = np.flatnonzero(small)
+            out[sel] = _rank_small(x[sel], nn[sel], kk[sel])
+            sel = np.flatnonzero(~small)
+            out[sel] = _feistel_walk(x[sel], nn[sel], kk[sel], _SMALL + 1, hi)
     return out.view(np.int64).reshape(shape)
+
+
+def _flat_u64(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` broadcast to ``shape``, flat, as uint64 (a view of int64 input where possible)."""
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return np.ascontiguousarray(a).ravel().view(np.uint64)
