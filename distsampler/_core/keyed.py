@@ -152,21 +152,21 @@ def _rank_small(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def _rank_table(keys: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``(G, width)`` table: row ``g`` holds ``_rank_small`` of key ``g`` on ``[0, n[g])``.
+    """``(width, G)`` table: column ``g`` holds ``_rank_small`` of key ``g`` on ``[0, n[g])``.
 
     The same numbers as :func:`_rank_small`, with each key's hashes computed once: cheaper when
-    a key serves many elements (a whole segment, a whole batch).
+    a key serves many elements (a whole segment, a whole batch). Keys run along the last axis,
+    so every ufunc loops over them (long inner loops).
     """
     width = int(n.max())
-    y = np.arange(width, dtype=np.uint64)
-    table = np.empty((keys.size, width), dtype=np.uint8)
+    ys = (np.arange(1, width + 1, dtype=np.uint64) * _GAMMA)[:, None]  # (width, 1)
+    table = np.empty((width, keys.size), dtype=np.uint8)
     step = max(1, (1 << 18) // (width * width))
     for lo in range(0, keys.size, step):
-        z = keys[lo : lo + step, None] + (y + np.uint64(1)) * _GAMMA  # (g, width)
-        _mix_high(z)
-        below = z[:, None, :] < z[:, :, None]  # (g, x, y): hash y below hash x
-        below &= y < n[lo : lo + step, None, None]
-        table[lo : lo + step] = below.view(np.uint8).sum(axis=2, dtype=np.uint8)
+        z = _mix_high(keys[lo : lo + step] + ys)  # (width, g): the stream of each key
+        below = z[None, :, :] < z[:, None, :]  # (x, y, g): hash y below hash x
+        below &= (np.arange(width, dtype=np.uint64)[:, None] < n[lo : lo + step])[None]
+        table[:, lo : lo + step] = below.view(np.uint8).sum(axis=1, dtype=np.uint8)
     return table
 
 
@@ -270,7 +270,7 @@ def permute(index, n, key, group=None) -> np.ndarray:
                 n_key = np.zeros(k_arr.size, dtype=np.uint64)
                 n_key[g] = nn
                 if np.array_equal(n_key[g], nn):  # one domain per key: a table per key
-                    return _rank_table(k_arr, n_key)[g, x].astype(np.int64).reshape(shape)
+                    return _rank_table(k_arr, n_key)[x, g].astype(np.int64).reshape(shape)
             kk = k_arr[g]
         if hi <= _SMALL:
             out = _rank_small(x, nn, kk)
