@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             "micro_batches": getattr(trainer, "micro_batches", None),
         }
         (args.log_dir / f"rank{rank}.json").write_text(json.dumps(out))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    if torch.distributed.is_initialized():  # train() has finished all of its collectives
         torch.distributed.destroy_process_group()
 
 

@@ -9,6 +9,7 @@ one process. Everything is checked against the samplers' own plans built in this
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,11 +46,25 @@ def launch(cmd: list[str], timeout: float) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        # torchrun starts each rank in a session of its own: kill them by pid, then the group
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)
         pytest.fail(f"torchrun still running after {timeout}s:\n{out[-4000:]}")
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{out[-4000:]}"
     return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), deepest first."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return [d for c in children for d in _descendants(c)] + children
 
 
 def train(tmp: Path, nproc: int, *args: str, timeout: float = 100) -> list[dict]:
