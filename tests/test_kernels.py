@@ -69,6 +69,17 @@ def test_per_element_domains_and_the_group_variant(sizes, key):
     assert np.array_equal(permute(idx[firsts], sizes, ks), joint[firsts])
 
 
+def test_permute_mixes_methods_and_round_counts_in_one_call():
+    # Hash ranks (n <= 32), 6-round and 4-round Feistel domains side by side, and no elements.
+    sizes = np.array([1, 5, 32, 33, 2**16 - 1, 2**16, 10**9, 2**62])
+    ks = derive(make_key(5), np.arange(sizes.size))
+    idx = np.array([[0, s // 3, s - 1] for s in sizes])  # (8, 3)
+    joint = permute(idx, sizes[:, None], ks[:, None])
+    for row, (s, k) in enumerate(zip(sizes, ks, strict=True)):
+        assert np.array_equal(joint[row], permute(idx[row], int(s), k))
+    assert permute(np.zeros((0, 3), dtype=np.int64), 7, 1).shape == (0, 3)
+
+
 def test_permute_broadcasts_a_key_per_row():
     # The batch-shuffle shape: (1, B) indices against (rows, 1) keys.
     ks = derive(make_key(2), np.arange(40))[:, None]

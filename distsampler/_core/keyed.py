@@ -260,7 +260,9 @@ def permute(index, n, key, group=None) -> np.ndarray:
         group = np.asarray(group, dtype=np.intp)
     k_arr = k_arr.ravel()
     x, nn = (_flat_u64(v, shape) for v in (idx, n_arr))  # (size,) each, copies only if needed
-    lo, hi = (int(v) for v in (nn.min(), nn.max())) if nn.size else (1, 1)
+    if x.size == 0:
+        return np.zeros(shape, dtype=np.int64)
+    lo, hi = int(nn.min()), int(nn.max())
     with np.errstate(over="ignore"):
         if not per_key:  # a key per element: no gather
             kk = k_arr

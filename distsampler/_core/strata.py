@@ -25,12 +25,18 @@ Construction (pure integers, exact):
    mini-batches of that size nearly exact (stratified sampling proper) while the order inside
    each window stays random.
 
-The result: exact per-block counts, a random order inside segments, cycle order across them;
-per call O(C log C) plus O(log C) per cycle cut between the first and last position asked for,
-plus O(log C) per position, independent of ``M``. Segments are short only when a class cycles
-fast (a tiny class drawn often); a class of one member never cuts (it has nothing to cycle
-through). Trade-off: a rank reading a sparse stride of a long block still enumerates every cycle
-cut between its first and last position (``share / cycle`` of them per position).
+The result: exact per-block counts, a random order inside segments, cycle order across them,
+and a cost independent of ``M``: per call O(C log C), plus O(log C) per cycle cut that can bound
+a segment asked for, plus per position one shuffle and one O(log C) descent. Segments are short
+only when a class cycles fast (a tiny class drawn often); a class of one member never cuts (it
+has nothing to cycle through). The tree of a block is built once and cached (a rank asks for its
+positions chunk by chunk).
+
+Trade-offs: without windows a rank reading a sparse stride of a long block enumerates every cycle
+cut between its first and last position (``share / cycle`` of them a position). With windows, a
+class with more cycle starts there than twice the windows asked for finds its cuts window by
+window instead (two prefix counts a window), so the work stays O(windows) per class. The
+descent costs O(log C) gathers a position: 2 levels for 3 classes, 10 for 1000.
 
 Exact arithmetic: products such as ``i * a`` reach ``M**2``. Up to ``M = 3037000499``
 (``M**2 + M < 2**63``) they are plain int64; above it every ``floor((x * y + w) / d)`` is
