@@ -356,16 +356,17 @@ def _cycle_cuts(
     counts: np.ndarray,
     cycle: np.ndarray,
     base: np.ndarray,
-    windows: tuple[np.ndarray, np.ndarray] | None = None,
+    pos: np.ndarray,
+    window: int,
 ) -> tuple[int, int, np.ndarray]:
     """Cycle starts of every class around ``[lo, hi)``: ``(start, end, cuts)``.
 
     ``start``: the last cut at or before ``lo`` (0 if none), ``end``: the first cut at or after
     ``hi`` (``M`` if none), ``cuts``: the cuts in ``[lo, hi)`` (unsorted) that can bound a
-    segment. With ``windows`` (``(starts, ends)`` of the windows asked for), a class with more
-    cycle starts in ``[lo, hi)`` than twice the windows gives only those inside the windows,
-    found from its prefix counts at the window edges: a sparse rank of a long block then pays per
-    window, not per cycle of a tiny class.
+    segment holding one of the positions ``pos``. With a ``window``, a class with more cycle
+    starts in ``[lo, hi)`` than twice the positions gives only those inside the windows of the
+    positions, found from its prefix counts at the window edges: a sparse rank of a long block
+    then pays per window, not per cycle of a tiny class.
     """
     total = int(counts.sum())
     act = np.flatnonzero((cycle > 1) & (counts > 0))
@@ -382,15 +383,15 @@ def _cycle_cuts(
     ks = [k_start[has_start], nxt[has_end]]
     # Every cycle start with rank in [k0, k1) of its class, for (class, k0, k1) triples.
     rk0, rk1, rc = k_lo, k_hi, np.arange(act.size)
-    if windows is not None:
-        w0, w1 = windows
-        dense = (k_hi - k_lo) > 2 * cyc * w0.size  # more cuts than window edges
-        if dense.any():
-            rc = np.concatenate([np.flatnonzero(~dense), np.repeat(np.flatnonzero(dense), w0.size)])
-            wc = act[np.repeat(np.flatnonzero(dense), w0.size)]
-            reps = int(dense.sum())
-            rk0 = np.concatenate([k_lo[~dense], tree.prefix_many(wc, np.tile(w0, reps))])
-            rk1 = np.concatenate([k_hi[~dense], tree.prefix_many(wc, np.tile(w1, reps))])
+    dense = (k_hi - k_lo) > 2 * cyc * pos.size if window > 0 else np.zeros(act.size, bool)
+    if dense.any():  # more cuts than window edges: only those inside the windows asked for
+        frames = sorted_unique(pos // window)
+        w0, w1 = frames * window, np.minimum(frames * window + window, total)
+        rc = np.concatenate([np.flatnonzero(~dense), np.repeat(np.flatnonzero(dense), w0.size)])
+        wc = act[np.repeat(np.flatnonzero(dense), w0.size)]
+        reps = int(dense.sum())
+        rk0 = np.concatenate([k_lo[~dense], tree.prefix_many(wc, np.tile(w0, reps))])
+        rk1 = np.concatenate([k_hi[~dense], tree.prefix_many(wc, np.tile(w1, reps))])
     rcyc, rb = cyc[rc], b[rc]
     first = rk0 + (-(rb + rk0)) % rcyc
     num = np.where(first < rk1, (rk1 - first + rcyc - 1) // rcyc, 0)
@@ -436,14 +437,6 @@ def stratified_ranks(
     total = int(counts.sum())
     tree = _tree(counts.tobytes(), int(key))
     lo, hi = int(pos[0]), int(pos[-1]) + 1
-    windows = None
-    if window > 0:
-        frames = sorted_unique(pos // window)
-        edges = np.empty(2 * frames.size, dtype=np.int64)  # f, f + 1, f', f' + 1, ...: sorted
-        edges[0::2], edges[1::2] = frames, frames + 1
-        edges *= window
-        np.minimum(edges, total, out=edges)
-        windows = (edges[0::2], edges[1::2])
     seg0, seg_end, cuts = _cycle_cuts(
         tree,
         lo,
@@ -451,21 +444,25 @@ def stratified_ranks(
         counts,
         np.asarray(cycle, dtype=np.int64),
         np.asarray(base, dtype=np.int64),
-        windows,
+        pos,
+        window,
     )
+    # The segment [start, end) of each position: between the cuts around it (seg0 and seg_end
+    # beyond the first and last), clipped to its window.
+    cuts = cuts[(cuts > seg0) & (cuts < seg_end)]  # windowed cuts may lie before lo
     cuts.sort()  # few: one per cycle start in [lo, hi) (or in the windows)
+    around = np.concatenate([[seg0], cuts, [seg_end]])
+    before = np.searchsorted(cuts, pos, side="right")  # cuts at or below each position
+    start, end = around[before], around[before + 1]
     if window > 0:
-        seg0, seg_end = max(seg0, int(edges[0])), min(seg_end, int(edges[-1]))
-        cuts = np.insert(edges, np.searchsorted(edges, cuts), cuts)  # a merge, no sort
-    inside = cuts[(cuts > seg0) & (cuts < seg_end)]
-    bounds = sorted_unique(np.concatenate([[seg0], inside, [seg_end]]))
-    # Segment of each position: both arrays are sorted, so count the bounds at or below it.
-    first = np.searchsorted(pos, bounds, side="left")
-    j = np.cumsum(np.bincount(first, minlength=pos.size + 1)[: pos.size]) - 1
-    new = np.empty(j.size, dtype=bool)
+        edge = pos - pos % window
+        np.maximum(start, edge, out=start)
+        edge += window
+        np.minimum(end, edge, out=end)
+        np.minimum(end, total, out=end)
+    new = np.empty(pos.size, dtype=bool)  # the first position of each segment (pos sorted)
     new[0] = True
-    np.not_equal(j[1:], j[:-1], out=new[1:])
-    start = bounds[j]
+    np.not_equal(start[1:], start[:-1], out=new[1:])
     keys = derive(key, 1, start[new])  # one key per segment asked for
-    slot = permute(pos - start, bounds[j + 1] - start, keys, group=np.cumsum(new) - 1)
+    slot = permute(pos - start, end - start, keys, group=np.cumsum(new) - 1)
     return tree.locate(start + slot)
