@@ -310,19 +310,24 @@ class BeattyTree:
 
     def prefix_many(self, cls: np.ndarray, p: np.ndarray) -> np.ndarray:
         """``prefix(cls[i], p[i])`` for arrays of classes and positions (broadcast)."""
-        cls, i = np.broadcast_arrays(np.asarray(cls, dtype=np.int64), np.asarray(p, np.int64))
+        return _chunked(self._prefix_many, cls, p)
+
+    def _prefix_many(self, cls: np.ndarray, i: np.ndarray) -> np.ndarray:
         t = self._down
+        one = cls.size and cls.min() == cls.max()  # one class: its path as scalars
         for level in range(self.depth):
-            q, _ = self._step(i, t["path"][cls, level])
-            i = np.where(t["path_left"][cls, level], q, i - q)
+            at = (int(cls[0]), level) if one else (cls, level)
+            q, _ = self._step(i, t["path"][at])
+            i = np.where(t["path_left"][at], q, i - q)
         return i
 
     def positions(self, cls: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Position of the ``k``-th (0-based) draw of class ``cls`` (arrays, broadcast)."""
-        cls, k = np.broadcast_arrays(np.asarray(cls, dtype=np.int64), np.asarray(k, np.int64))
+        return _chunked(self._positions, cls, k)
+
+    def _positions(self, cls: np.ndarray, k: np.ndarray) -> np.ndarray:
         t = self._up
         v = t["leafnode"][cls]
-        k = k.copy()
         for _ in range(self.depth):
             if self.exact:
                 q, _ = _divmod_exact(
@@ -333,6 +338,17 @@ class BeattyTree:
                 k = (k * t["y"][v] + t["w"][v]) // t["d"][v]
             v = t["parent"][v]
         return k
+
+
+def _chunked(fn, cls, x) -> np.ndarray:
+    """``fn(cls, x)`` on flat int64 copies of the broadcast inputs, ``_CHUNK`` at a time (cache-
+    sized temporaries); the result has the broadcast shape."""
+    cls, x = np.broadcast_arrays(np.asarray(cls, dtype=np.int64), np.asarray(x, np.int64))
+    shape, cls, x = x.shape, cls.ravel(), x.ravel()
+    out = np.empty(x.size, dtype=np.int64)
+    for lo in range(0, x.size, _CHUNK):
+        out[lo : lo + _CHUNK] = fn(cls[lo : lo + _CHUNK], x[lo : lo + _CHUNK].copy())
+    return out.reshape(shape)
 
 
 def _levels(tree: BeattyTree, inner: np.ndarray) -> list[np.ndarray]:
