@@ -285,9 +285,17 @@ class BeattyTree:
             i = flat[lo : lo + _CHUNK]
             nd = 0  # every position starts at the root: scalars, no gathers
             for _ in range(self.depth):
-                q, r = self._step(i, nd)
+                if self.exact:
+                    q, r = self._step(i, nd)
+                else:  # the int64 step inline: one gather per table, in place
+                    n = t["n"][nd]
+                    q = i * t["a"][nd]
+                    q += t["ph"][nd]
+                    r = q.copy()
+                    q //= n
+                    r -= q * n
                 go_left = r >= t["thr"][nd]
-                i = np.where(go_left, q, i - q)
+                i = np.where(go_left, q, i - q)  # left: q draws went left before; right: i - q
                 nd = t["child"][2 * nd + go_left]
             cls[lo : lo + _CHUNK] = t["leaf"][nd]
             rank[lo : lo + _CHUNK] = i
