@@ -108,7 +108,6 @@ def sample_case(case: dict) -> dict:
     rec = {"status": "ok", "init_s": time.perf_counter() - t0}
     rec |= harness.best_epochs(sampler, "index")
     rec |= harness.pull_rate(sampler, "index", n, BATCH, 1 << 62)
-    rec |= harness.efficiency(rec, n, BATCH, "index")
     sampler.set_epoch(0)
     drawn = np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
     rec["rare_share"] = rare_share(drawn, lab, classes)

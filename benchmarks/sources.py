@@ -79,7 +79,6 @@ def run_case(case: dict) -> dict:
         "peak_extra_mb": mem.extra_mb,
     }
     rec |= harness.pull_rate(sampler, "index", n, bs, count, epoch=1)
-    rec |= harness.efficiency(rec, n, bs, "index")
     sampler.set_epoch(2)
     drawn = np.fromiter(itertools.islice(iter(sampler), SHARES_CHECKED), dtype=np.int64)
     source = np.searchsorted(index.offsets, drawn, side="right") - 1

@@ -28,7 +28,8 @@ Figures, per rank (how each is taken: :mod:`benchmarks.harness`):
   lengths compare fairly.
 * ``pull``: indices/s as ``DataLoader(num_workers=0, batch_size=256)`` takes an epoch
   (``set_epoch`` included), capped at ``--pull-cap`` indices. ``efficiency``: the pull over
-  the same loader fed a ready list of Python ints of the same length, in the same process.
+  the same loader fed a ready list of Python ints of the same length, in the same process
+  (interleaved rounds, best of each: :func:`benchmarks.harness.pull_rate`).
 * ``peak extra``: peak RSS (``VmHWM``) minus the RSS before ``init``, over init + the first
   epoch: numpy, Python *and* torch allocations beyond the inputs.
 
@@ -165,8 +166,6 @@ def run_case(case: dict) -> dict:
     rec |= {"status": "ok", "peak_extra_mb": max(0, peak_kb - base_kb) / 1024}
     rec |= harness.best_epochs(sampler, spec.kind, [first])
     rec |= harness.pull_rate(sampler, spec.kind, n, bs, case["pull_cap"])
-    del sampler, inp
-    rec |= harness.efficiency(rec, n, bs, spec.kind)
     rec["load1_end"] = os.getloadavg()[0]
     return rec
 
