@@ -22,18 +22,23 @@ How :func:`permute` works, and its trade-offs:
   alternate ``L = (L + F(R)) mod a`` and ``R = (R + F(L)) mod 2**h``, each a bijection whatever
   ``F``. ``a * 2**h - n < 2**h``, so cycle walking (re-apply until the value falls back into
   ``[0, n)``) concerns fewer than ``1 / a <= 1 / sqrt(n)`` of the elements, against up to half
-  of them on the power-of-two domain used before (the main cost it had). The round functions are
-  the SplitMix64 stream of the key itself at counters ``v * rounds + r + 1`` (no round keys to
-  derive per element), reduced to ``[0, a)`` by the high 32 bits times ``a`` (``a <= 2**31`` as
-  ``n <= 2**62``) and to ``[0, 2**h)`` by the top ``h`` bits.
+  of them on the power-of-two domain used before (the main cost it had). The round functions hash
+  the key with the counter ``v * rounds + r + 1`` (no round keys to derive per element); the
+  hash is reduced to ``[0, a)`` by its high half times ``a`` and to ``[0, 2**h)`` by its top
+  ``h`` bits.
 * Rounds: 6 below ``2**16`` elements, 4 from there. At 4 rounds the pairs ``(pi(x), pi(y))``
   of a Feistel network on halves of a few values are far from uniform (the 4-round power-of-two
   network used before: a chi-square of the gap ``pi(y) - pi(x)`` 3 to 500 times its degrees of
   freedom at n = 5..64), and the bias fades only as the halves grow (still 2.7x for some pairs
   at n = 4096, gone at 65536); at 6 rounds it is within about 2x from n = 33 on and gone to the
   test's resolution from n ~ 100. ``tests/test_kernels.py`` holds these bounds.
+* Domains up to ``2**32`` run the network in uint32 (twice the elements per vector op; round
+  functions from the 32-bit ``lowbias32`` finaliser keyed by both halves of the key), larger ones
+  in uint64 (the SplitMix64 finaliser above). The split is by each element's own ``n``, so an
+  element's image never depends on the others in the call.
 * Work runs in chunks of ``_CHUNK`` elements with in-place ufuncs, so the temporaries stay in
-  cache; every number is a uint64, exact for ``n <= 2**62``.
+  cache (a fresh array past glibc's trim threshold costs page faults each time); all
+  arithmetic is unsigned and exact for ``n <= 2**62``.
 
 All array functions take and return numpy arrays and never loop in Python over elements; the
 only Python loops are over chunks, Feistel rounds and cycle-walking passes.
@@ -55,6 +60,11 @@ _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (27, 30, 31, 32))
 _SMALL = 32
 #: Feistel rounds below and from ``_LARGE`` elements (see the module docstring).
 _ROUNDS, _ROUNDS_LARGE, _LARGE = 6, 4, 1 << 16
+#: Domains up to this size run the uint32 network, larger ones the uint64 one.
+_WIDE = 1 << 32
+_PHI32 = 0x9E3779B9
+_L1, _L2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
+_T15, _T16 = np.uint32(15), np.uint32(16)
 _CHUNK = 1 << 15
 
 
@@ -199,6 +209,44 @@ def _feistel(x, a, h, k, rounds: int) -> np.ndarray:
     return left
 
 
+def _feistel32(x, a, h, k, rounds: int) -> np.ndarray:
+    """The same network in uint32 for ``n <= 2**32`` (halves ``<= 2**16``), twice the elements
+    per vector op: round functions from ``lowbias32`` (C. Wellons' 32-bit finaliser) of the
+    counter ``src * rounds + r + 1`` plus the key's low half, the high half xored in after the
+    first multiply (so all 64 key bits matter). 1-D uint64 inputs and output."""
+    x32, a, h = x.astype(np.uint32), a.astype(np.uint32), h.astype(np.uint32)
+    k_lo, k_hi = k.astype(np.uint32), (k >> _S32).astype(np.uint32)
+    mask = (np.uint32(1) << h) - np.uint32(1)
+    top = np.uint32(32) - h
+    left, right = x32 >> h, x32 & mask
+    step = np.uint32((rounds * _PHI32) & 0xFFFFFFFF)
+    z, t = np.empty_like(x32), np.empty_like(x32)
+    for r in range(rounds):
+        src = right if r % 2 == 0 else left
+        np.multiply(src, step, out=z)
+        z += k_lo
+        z += np.uint32(((r + 1) * _PHI32) & 0xFFFFFFFF)
+        z ^= z >> _T16
+        z *= _L1
+        z ^= k_hi
+        z ^= z >> _T15
+        z *= _L2  # lowbias32 less its last xor-shift (which leaves the high 16 bits alone)
+        if r % 2 == 0:  # left = (left + F(right)) mod a, F = the high 16 bits times a
+            z >>= _T16
+            z *= a
+            z >>= _T16
+            left += z
+            np.subtract(left, a, out=t)
+            np.minimum(left, t, out=left)
+        else:  # right = (right + the top h bits) mod 2**h
+            z >>= top
+            right += z
+            right &= mask
+    left <<= h
+    left |= right
+    return left.astype(np.uint64)
+
+
 def _radix(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(a, h)``: the domain ``Z_a x Z_(2**h)`` of ``[0, n)``, ``2**h <= sqrt(n) <= a``."""
     m = n - np.uint64(1)
@@ -213,24 +261,26 @@ def _feistel_walk(x, n, k, lo: int, hi: int) -> np.ndarray:
     The first pass runs in chunks of ``_CHUNK`` (cache-sized temporaries, the radix included);
     the walking passes take the few elements still outside ``[0, n)`` all at once.
     """
-    if lo < _LARGE <= hi:  # each kind with its own number of rounds
-        y = np.empty_like(x)
-        large = n >= np.uint64(_LARGE)
-        sel = np.flatnonzero(large)
-        y[sel] = _feistel_walk(x[sel], n[sel], k[sel], _LARGE, hi)
-        sel = np.flatnonzero(~large)
-        y[sel] = _feistel_walk(x[sel], n[sel], k[sel], lo, _LARGE - 1)
-        return y
+    for cut in (_LARGE, _WIDE + 1):  # each kind with its own rounds and word size
+        if lo < cut <= hi:
+            y = np.empty_like(x)
+            upper = n >= np.uint64(cut)
+            sel = np.flatnonzero(upper)
+            y[sel] = _feistel_walk(x[sel], n[sel], k[sel], cut, hi)
+            sel = np.flatnonzero(~upper)
+            y[sel] = _feistel_walk(x[sel], n[sel], k[sel], lo, cut - 1)
+            return y
     rounds = _ROUNDS_LARGE if lo >= _LARGE else _ROUNDS
+    net = _feistel if lo > _WIDE else _feistel32
     y = np.empty_like(x)
     out = []
     for start in range(0, x.size, _CHUNK):
         s = slice(start, start + _CHUNK)
-        y[s] = _feistel(x[s], *_radix(n[s]), k[s], rounds)
+        y[s] = net(x[s], *_radix(n[s]), k[s], rounds)
         out.append(np.flatnonzero(y[s] >= n[s]) + start)
     todo = np.concatenate(out)
     while todo.size:  # fewer than 1 / a of the elements, geometrically fewer each pass
-        z = _feistel(y[todo], *_radix(n[todo]), k[todo], rounds)
+        z = net(y[todo], *_radix(n[todo]), k[todo], rounds)
         y[todo] = z
         todo = todo[z >= n[todo]]
     return y
