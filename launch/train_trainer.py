@@ -19,6 +19,7 @@ the sampler's epoch: the tests compare them with the sampler's own plan.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from pathlib import Path
 
@@ -177,8 +178,14 @@ def main(argv: list[str] | None = None) -> None:
             "micro_batches": getattr(trainer, "micro_batches", None),
         }
         (args.log_dir / f"rank{rank}.json").write_text(json.dumps(out))
-    if torch.distributed.is_initialized():  # train() has finished all of its collectives
-        torch.distributed.destroy_process_group()
+    # Release DDP while every rank is still alive, then the process group: a DDP model freed
+    # after its gloo group is gone can hang the process on exit.
+    accelerator = trainer.accelerator
+    accelerator.free_memory()
+    del trainer, model, log
+    gc.collect()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
