@@ -20,8 +20,11 @@ memory:
   needs no index, but every rank holds ``randperm(N)``.
 
 Modes: weights i.i.d. (``WeightIndex.from_weights(w).save(dir)``, then
-``DistributedWeightedSampler(weights=WeightIndex.load(dir, mmap=True), ...)``), labels i.i.d.,
-labels stratified and quota batches (one ``GroupIndex`` saved once, loaded with ``mmap=True``).
+``DistributedWeightedSampler(weights=WeightIndex.load(dir, mmap=True), ...)``) for two weight
+vectors: the balanced weights of the binary labels (2 distinct values: ``WeightIndex`` groups
+samples by value) and the same jittered per sample (continuous: cumulative weights and a guide
+table); labels i.i.d., labels stratified and quota batches (one ``GroupIndex`` saved once,
+loaded with ``mmap=True``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 if not __package__:  # run as a file: make the benchmarks package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,15 +50,23 @@ from distsampler import (  # noqa: E402
 
 BATCH = 256
 
-BUILDS = {"weight_index": "WeightIndex.from_weights", "group_index": "GroupIndex.from_labels"}
+# Two weight vectors: the balanced weights of binary labels take 2 distinct values (WeightIndex
+# stores them by value); "continuous" ones, jittered per sample, need its cumulative layout.
+BUILDS = {
+    "weight_index": "WeightIndex.from_weights (2 distinct weights)",
+    "weight_index_cont": "WeightIndex.from_weights (continuous weights)",
+    "group_index": "GroupIndex.from_labels",
+}
 LOADS = {
-    "weights_iid": "weights i.i.d.",
+    "weights_iid": "weights i.i.d. (2 distinct weights)",
+    "weights_iid_cont": "weights i.i.d. (continuous weights)",
     "labels_iid": "labels i.i.d.",
     "labels_strat": "labels stratified",
     "quota": "quota batches (32 of 256)",
     "dist_sampler": "(2) DistributedSampler(shuffle)",
 }
-NEEDS = {"weight_index": ("WeightIndex",), "weights_iid": ("WeightIndex",)}
+WEIGHT_DIRS = {"weights_iid": "weight_index", "weights_iid_cont": "weight_index_cont"}
+NEEDS = {m: ("WeightIndex",) for m in (*WEIGHT_DIRS, *WEIGHT_DIRS.values())}
 
 
 def dir_mb(path: Path) -> float:
@@ -66,10 +79,12 @@ def build_case(case: dict) -> dict:
     """Build one index from inputs already in memory; peak anonymous memory vs final size."""
     labels = baselines.make_labels(case["n"])
     inputs: Any = labels
-    if case["mode"] == "weight_index":
+    if case["mode"].startswith("weight_index"):
         from distsampler import WeightIndex
 
         inputs, build = baselines.balanced_weights(labels), WeightIndex.from_weights
+        if case["mode"] == "weight_index_cont":
+            inputs *= np.random.default_rng(1).uniform(0.5, 1.5, size=len(inputs))
         del labels
     else:
         build = GroupIndex.from_labels
@@ -90,10 +105,10 @@ def _sampler(mode: str, directory: Path, n: int, world: int) -> tuple[Any, str]:
     kw = {"num_replicas": world, "rank": 0}
     if mode == "dist_sampler":
         return baselines.distributed_sampler(n, world, 0), "index"
-    if mode == "weights_iid":
+    if mode in WEIGHT_DIRS:
         from distsampler import WeightIndex
 
-        wi = WeightIndex.load(directory / "weight_index", mmap=True)
+        wi = WeightIndex.load(directory / WEIGHT_DIRS[mode], mmap=True)
         return DistributedWeightedSampler(weights=wi, **kw), "index"
     index = GroupIndex.load(directory / "group_index", mmap=True)
     if mode == "quota":
