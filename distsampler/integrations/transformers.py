@@ -52,6 +52,18 @@ from .double_sharding import check_not_double_sharded
 
 __all__ = ["SamplerTrainer", "SamplerTrainerMixin"]
 
+# Trainer's hooks this module overrides (written against transformers 5.23): fail at import,
+# not in the middle of a run, if a transformers release renamed them.
+_HOOKS = ("_run_epoch", "_init_training_state", "set_initial_training_values", "_save_checkpoint")
+_missing = [name for name in _HOOKS if not callable(getattr(Trainer, name, None))]
+if _missing:
+    import transformers
+
+    raise ImportError(
+        f"distsampler.integrations.transformers needs Trainer.{', Trainer.'.join(_missing)}, "
+        f"which transformers {transformers.__version__} does not have (written for 5.23)"
+    )
+
 #: File in every checkpoint folder that holds the sampler's resume point (JSON).
 _STATE_FILE = "distsampler_state.json"
 _TRAINER_STATE = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
