@@ -52,9 +52,16 @@ from .double_sharding import check_not_double_sharded
 
 __all__ = ["SamplerTrainer", "SamplerTrainerMixin"]
 
-# Trainer's hooks this module overrides (written against transformers 5.23): fail at import,
-# not in the middle of a run, if a transformers release renamed them.
-_HOOKS = ("_run_epoch", "_init_training_state", "set_initial_training_values", "_save_checkpoint")
+# Trainer's hooks this module overrides or calls (written against transformers 5.23): fail at
+# import, not in the middle of a run, if a transformers release renamed them.
+_HOOKS = (
+    "_run_epoch",
+    "_init_training_state",
+    "set_initial_training_values",
+    "get_batch_samples",
+    "_save_checkpoint",
+    "_load_rng_state",
+)
 _missing = [name for name in _HOOKS if not callable(getattr(Trainer, name, None))]
 if _missing:
     import transformers
