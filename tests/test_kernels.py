@@ -324,7 +324,9 @@ def test_stratified_ranks_at_scale(total):
     counts = np.floor(shares * total).astype(np.int64)
     counts[0] += total - int(counts.sum())
     cycle, base = np.array([10**9, 5000, 7]), counts // 3 + 5
-    pos = np.arange(0, 4096 * 1024, 1024, dtype=np.int64) + (total // 2 if total > 2**41 else 0)
+    # A stride of 1024 visiting every offset of the 16-position windows in turn.
+    pos = np.arange(0, 4096 * 1024, 1024, dtype=np.int64) + np.arange(4096) % 16
+    pos += total // 2 if total > 2**41 else 0
     cls, k = stratified_ranks(pos, counts, cycle, base, 11, 16)
     assert ((k >= 0) & (k < counts[cls])).all()
     for c in range(3):
@@ -336,4 +338,7 @@ def test_stratified_ranks_at_scale(total):
     tree = BeattyTree.build(counts, int(derive(11, 0)))
     at = tree.positions(cls, k)  # where the draw sits in the un-shuffled interleave
     assert (at // 16 == pos // 16).all()  # shuffled only within its window
-    assert np.bincount(cls, minlength=3).tolist() == pytest.approx(4096 * shares, abs=4096 * 0.02)
+    # Shares over all offsets: binomial, 5 sigma. (At one fixed offset they need not match: the
+    # tiny class's cycle starts cut windows, and a draw's segment depends on its offset.)
+    sigma = np.sqrt(4096 * shares * (1 - shares))
+    assert (np.abs(np.bincount(cls, minlength=3) - 4096 * shares) < 5 * sigma).all()

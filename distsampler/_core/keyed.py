@@ -138,23 +138,42 @@ def bit_length(m: np.ndarray) -> np.ndarray:
     return bits
 
 
+def _lowbias(z: np.ndarray, k_hi) -> np.ndarray:
+    """``lowbias32`` (C. Wellons' 32-bit finaliser) in place, the key's high half xored in after
+    the first multiply, less the last xor-shift (it leaves the high 16 bits alone). A bijection
+    of uint32 ``z`` for any ``k_hi``."""
+    z ^= z >> _T16
+    z *= _L1
+    z ^= k_hi
+    z ^= z >> _T15
+    z *= _L2
+    return z
+
+
+def _halves(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high 32-bit halves of uint64 keys."""
+    return k.astype(np.uint32), (k >> _S32).astype(np.uint32)
+
+
 def _rank_small(x: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Rank of ``hash(k, x)`` among ``hash(k, 0..n-1)`` (``n <= _SMALL``; 1-D uint64 inputs).
 
-    The hashes of one key are distinct (the finaliser is a bijection of distinct stream states),
-    so the ranks are a bijection on ``[0, n)``. Laid out ``(width, m)``: long inner loops.
+    ``hash(k, y) = lowbias(k_lo + (y + 1) * phi)``: distinct for the ``y`` of one key (each step
+    is a bijection of uint32), so the ranks are a bijection on ``[0, n)``. In uint32 (twice the
+    elements per vector op), laid out ``(width, m)``: long inner loops.
     """
     width = int(n.max())
-    ys = (np.arange(1, width + 1, dtype=np.uint64) * _GAMMA)[:, None]  # (width, 1)
+    ys = (np.arange(1, width + 1, dtype=np.uint32) * np.uint32(_PHI32))[:, None]  # (width, 1)
     full = bool(n.min() == width)  # every domain as wide as the table: no mask
     out = np.empty(x.size, dtype=np.uint64)
     step = max(1, (1 << 17) // width)
     for lo in range(0, x.size, step):
-        kk, xx = k[lo : lo + step], x[lo : lo + step]
-        z = kk + ys  # (width, m): stream counters 0..width-1 of each key
-        _mix_high(z)
-        own = _mix_high(kk + (xx + np.uint64(1)) * _GAMMA)  # (m,): the element's own hash
-        below = z < own  # (width, m)
+        k_lo, k_hi = _halves(k[lo : lo + step])
+        z = _lowbias(k_lo + ys, k_hi)  # (width, m): hash(k, y) of each key
+        own = x[lo : lo + step].astype(np.uint32) + np.uint32(1)
+        own *= np.uint32(_PHI32)
+        own += k_lo
+        below = z < _lowbias(own, k_hi)  # (width, m): hash y below the element's own hash
         if not full:
             below &= np.arange(width, dtype=np.uint64)[:, None] < n[lo : lo + step]
         out[lo : lo + step] = below.view(np.uint8).sum(axis=0, dtype=np.uint8)
@@ -169,11 +188,12 @@ def _rank_table(keys: np.ndarray, n: np.ndarray) -> np.ndarray:
     so every ufunc loops over them (long inner loops).
     """
     width = int(n.max())
-    ys = (np.arange(1, width + 1, dtype=np.uint64) * _GAMMA)[:, None]  # (width, 1)
+    ys = (np.arange(1, width + 1, dtype=np.uint32) * np.uint32(_PHI32))[:, None]  # (width, 1)
     table = np.empty((width, keys.size), dtype=np.uint8)
     step = max(1, (1 << 18) // (width * width))
     for lo in range(0, keys.size, step):
-        z = _mix_high(keys[lo : lo + step] + ys)  # (width, g): the stream of each key
+        k_lo, k_hi = _halves(keys[lo : lo + step])
+        z = _lowbias(k_lo + ys, k_hi)  # (width, g): hash(k, y) of each key
         below = z[None, :, :] < z[:, None, :]  # (x, y, g): hash y below hash x
         below &= (np.arange(width, dtype=np.uint64)[:, None] < n[lo : lo + step])[None]
         table[:, lo : lo + step] = below.view(np.uint8).sum(axis=1, dtype=np.uint8)
@@ -215,7 +235,7 @@ def _feistel32(x, a, h, k, rounds: int) -> np.ndarray:
     counter ``src * rounds + r + 1`` plus the key's low half, the high half xored in after the
     first multiply (so all 64 key bits matter). 1-D uint64 inputs and output."""
     x32, a, h = x.astype(np.uint32), a.astype(np.uint32), h.astype(np.uint32)
-    k_lo, k_hi = k.astype(np.uint32), (k >> _S32).astype(np.uint32)
+    k_lo, k_hi = _halves(k)
     mask = (np.uint32(1) << h) - np.uint32(1)
     top = np.uint32(32) - h
     left, right = x32 >> h, x32 & mask
@@ -226,11 +246,7 @@ def _feistel32(x, a, h, k, rounds: int) -> np.ndarray:
         np.multiply(src, step, out=z)
         z += k_lo
         z += np.uint32(((r + 1) * _PHI32) & 0xFFFFFFFF)
-        z ^= z >> _T16
-        z *= _L1
-        z ^= k_hi
-        z ^= z >> _T15
-        z *= _L2  # lowbias32 less its last xor-shift (which leaves the high 16 bits alone)
+        _lowbias(z, k_hi)
         if r % 2 == 0:  # left = (left + F(right)) mod a, F = the high 16 bits times a
             z >>= _T16
             z *= a
