@@ -157,6 +157,7 @@ class BeattyTree:
 
     @classmethod
     def build(cls, counts: np.ndarray, key: int) -> BeattyTree:
+        """The tree of ``counts`` (classes split in halves, in order), phases from ``key``."""
         counts = [int(c) for c in np.asarray(counts, dtype=np.int64)]
         n, a, left, right, leaf, parent = [], [], [], [], [], []
         paths: list[tuple[tuple[int, bool], ...]] = [()] * len(counts)
