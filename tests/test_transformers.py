@@ -278,7 +278,8 @@ def one_process(tmp_path_factory):
         dataset = script.ImbalancedSet(LABELS) if dataset is None else dataset
         options = dict(per_device_train_batch_size=B, per_device_eval_batch_size=5)
         options.update(use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no")
-        args = TrainingArguments(output_dir=out, **{**options, **overrides})
+        options.update(output_dir=out)
+        args = TrainingArguments(**{**options, **overrides})
         model = script.TinyClassifier()
         return SamplerTrainer(model=model, args=args, train_dataset=dataset, train_sampler=sampler)
 
@@ -360,3 +361,20 @@ def test_step_based_run_resumes_under_another_world_size(weighted, one_process) 
     assert trainer.state.global_step == trainer.state.max_steps == 30
     assert trainer.model.trained == plan("weighted", 1, 0, 1)[4 : 4 + 15]
     assert trainer.state.epoch == pytest.approx(1 + 19 / 25)
+
+
+def test_one_process_resume_and_ignore_data_skip(one_process, tmp_path) -> None:
+    """In one process: checkpoint-40 (epoch 1, 10 of 30 batches in) resumes at batch 10 of epoch
+    1; with ignore_data_skip=True Trainer's own rule applies: epoch 1 restarts at its first batch
+    (and max_steps=60 stops it after 20)."""
+    make_trainer, _ = one_process
+    options = dict(output_dir=str(tmp_path), num_train_epochs=2, save_strategy="steps")
+    trainer = make_trainer(make("quota", 1, 0), **options, save_steps=40)
+    trainer.train()
+    epochs = [plan("quota", 1, 0, e) for e in (0, 1)]
+    assert trainer.model.trained == epochs[0] + epochs[1]
+    assert json.loads((tmp_path / "checkpoint-40" / "distsampler_state.json").read_text())
+    for skip, want in ((False, epochs[1][10:]), (True, epochs[1][:20])):
+        trainer = make_trainer(make("quota", 1, 0), **options, ignore_data_skip=skip)
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-40"))
+        assert trainer.model.trained == want and trainer.state.global_step == 60
