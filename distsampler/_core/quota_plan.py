@@ -40,6 +40,12 @@ def _bresenham(per_epoch: np.ndarray, num_batches: int, k: np.ndarray, phase: np
     return (k * per_epoch + phase) // num_batches
 
 
+@functools.lru_cache(maxsize=16)
+def _fill_tree(counts: bytes, key: int) -> BeattyTree:
+    """The tree that splits a block's flexible seats (built once per block, not per chunk)."""
+    return BeattyTree.build(np.frombuffer(counts, dtype=np.int64), int(derive(key, 3)))
+
+
 def spread_prefix(
     per_epoch: np.ndarray,
     num_batches: int,
@@ -84,7 +90,7 @@ def spread_prefix(
         taken = (line * alone).sum(axis=1, keepdims=True)
         tree_groups = fill
     members = np.flatnonzero(tree_groups)
-    tree = BeattyTree.build(per_epoch[members], int(derive(key, 3)))
+    tree = _fill_tree(per_epoch[members].tobytes(), key)
     seats = (k * slots - taken)[:, 0]  # flexible seats of the tree's groups so far
     for leaf, g in enumerate(members):
         out[:, g] = tree.prefix(leaf, seats)
