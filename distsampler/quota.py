@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterator, Mapping
 import numpy as np
 from torch.utils.data import Sampler
 
-from ._core.checks import MAX_SEED, check_bool, check_int
+from ._core.checks import MAX_SEED, MAX_SIZE, check_bool, check_int
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan
 from ._core.sharding import Shard, resolve_world
@@ -112,6 +112,11 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             self.epoch_batches = max(1, base)
         else:
             self.epoch_batches = check_int("num_batches", num_batches, 1) * world
+        if self.epoch_batches * self.batch_size > MAX_SIZE:
+            raise ValueError(
+                f"an epoch of {self.epoch_batches} micro-batches of batch_size={self.batch_size} "
+                f"is more than {MAX_SIZE} indices; lower num_batches or batch_size"
+            )
         self._plan = QuotaPlan(
             self.index,
             self.batch_size,

@@ -97,6 +97,8 @@ def test_quota_sizes_beyond_int64_are_refused():
         DQ(LABELS, 4, {1: 1}, num_batches=2**63, num_replicas=1, rank=0)
     with pytest.raises(ValueError, match="batch_size should be at most"):
         DQ(LABELS, 2**63, {1: 1}, num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match="more than 4611686018427387904 indices"):
+        DQ(LABELS, 2**20, {1: 1}, num_batches=2**40, num_replicas=2**10, rank=0)
 
 
 def test_epoch_beyond_the_plan_arithmetic_is_refused():
