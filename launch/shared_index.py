@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from distsampler import (  # noqa: E402
+from distsampler import (
     DistributedQuotaBatchSampler,
     DistributedWeightedSampler,
     GroupIndex,
@@ -62,6 +62,23 @@ def build_once_per_node(directory: Path, n: int) -> None:
     dist.barrier()
 
 
+def samplers(labels, weights) -> dict:
+    """The three samplers of the demo, from labels and weights (mapped indexes or arrays)."""
+    return {
+        "weights": DistributedWeightedSampler(weights=weights),
+        "stratified": DistributedWeightedSampler(labels=labels),
+        "quota": DistributedQuotaBatchSampler(labels, 32, {1: 8}),
+    }
+
+
+def first(sampler, indices: int) -> list:
+    """The first items of epoch 0 holding about ``indices`` indices (batches count 32)."""
+    sampler.set_epoch(0)
+    it = iter(sampler)
+    count = indices // 32 if isinstance(sampler, DistributedQuotaBatchSampler) else indices
+    return [next(it) for _ in range(count)]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-samples", type=int, default=1_000_000)
@@ -78,34 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     build_once_per_node(directory, args.num_samples)
 
     before = anonymous_mb()
-    labels = GroupIndex.load(directory / "labels", mmap=True)
-    samplers = {
-        "weights": DistributedWeightedSampler(
-            weights=WeightIndex.load(directory / "weights", mmap=True)
-        ),
-        "stratified": DistributedWeightedSampler(labels=labels),
-        "quota": DistributedQuotaBatchSampler(labels, 32, {1: 8}),
-    }
-    taken = {}
-    for name, sampler in samplers.items():
-        sampler.set_epoch(0)
-        it = iter(sampler)
-        count = args.take if name != "quota" else args.take // 32
-        taken[name] = [next(it) for _ in range(count)]
+    mapped = samplers(
+        GroupIndex.load(directory / "labels", mmap=True),
+        WeightIndex.load(directory / "weights", mmap=True),
+    )
+    taken = {name: first(s, args.take) for name, s in mapped.items()}
     grown = anonymous_mb() - before
 
     # The mapped samplers give exactly what in-memory ones give.
     y, w = make_data(args.num_samples)
-    reference = {
-        "weights": DistributedWeightedSampler(weights=w),
-        "stratified": DistributedWeightedSampler(labels=y),
-        "quota": DistributedQuotaBatchSampler(y, 32, {1: 8}),
-    }
-    same = {}
-    for name, sampler in reference.items():
-        sampler.set_epoch(0)
-        it = iter(sampler)
-        same[name] = [next(it) for _ in range(len(taken[name]))] == taken[name]
+    in_memory = samplers(y, w)
+    same = {name: first(s, args.take) == taken[name] for name, s in in_memory.items()}
 
     print(
         f"rank {rank}/{world}: anonymous memory +{grown:.1f} MB for 3 samplers on a mapped "
