@@ -185,7 +185,7 @@ class Stratified:
     its draws then sit unevenly across the window's offsets (a 7-member class at a 10% share:
     0.083 to 0.129 by offset; at 50 members 0.097 to 0.105). A rank that always reads the same
     offset (``block_size=1`` with a world size that is a multiple of 16) sees that bias; a
-    ``block_size`` of the batch size reads whole windows and does not.
+    ``block_size`` that is a multiple of 16 (a batch size of 32, say) reads whole windows.
 
     ``shares_for_epoch(epoch)`` gives the class shares; ``epoch_dependent`` says whether they
     change with the epoch (a schedule), in which case the member streams of epoch ``e`` start
