@@ -159,7 +159,8 @@ def test_nccl_bench_tiny_two_processes(tmp_path):
     cmd += ["-m", "benchmarks.nccl_bench", "--tiny", "--json", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=80, env=env, cwd=ROOT)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[:3000] + "\n...\n" + log[-2000:]  # the cause, then the end
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     assert f"world 2, backend {backend}" in proc.stdout
     assert "RESULT balanced=OK disjoint=OK" in proc.stdout
