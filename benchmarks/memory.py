@@ -136,6 +136,7 @@ def load_case(case: dict) -> dict:
         "anon_start_mb": mem.start_mb,
         "peak_extra_mb": mem.extra_mb,
         "file_touched_mb": max(0, harness.proc_kb("RssFile") - rss_file0) / 1024,
+        "smaps_anonymous_mb": harness.anon_mb(),  # cross-check of RssAnon, at the end
     }
 
 
