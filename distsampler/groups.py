@@ -268,7 +268,9 @@ class GroupIndex:
             raise ValueError(f"samples should be in [0, num_samples={n}), got {s.min()}..{s.max()}")
         if c.size and (c.min() < 0 or c.max() >= len(names)):
             raise ValueError(f"codes should be in [0, {len(names)}), got {c.min()}..{c.max()}")
-        key = np.unique(c * n + s)  # sorted by group, then by sample; duplicates gone
+        key = np.sort(c * n + s)  # by group, then by sample
+        if key.size:
+            key = key[np.r_[True, key[1:] != key[:-1]]]  # repeated pairs count once
         grp, member = np.divmod(key, n)
         counts = np.bincount(grp, minlength=len(names))
         keep = np.flatnonzero(counts)
