@@ -32,8 +32,8 @@ import numpy as np
 if not __package__:  # run as a file: make the benchmarks package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import baselines, harness, tables  # noqa: E402
-from distsampler import DistributedWeightedSampler, GroupIndex  # noqa: E402
+from benchmarks import baselines, harness, tables
+from distsampler import DistributedWeightedSampler, GroupIndex
 
 BATCH = 256
 SAMPLERS = {

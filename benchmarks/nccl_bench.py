@@ -49,9 +49,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 if not __package__:  # run as a file (torchrun's default): make the benchmarks package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import harness, tables  # noqa: E402
-from benchmarks.baselines import make_labels  # noqa: E402
-from distsampler import (  # noqa: E402
+from benchmarks import harness, tables
+from benchmarks.baselines import make_labels
+from distsampler import (
     DistributedQuotaBatchSampler,
     DistributedWeightedSampler,
     GroupIndex,

@@ -36,8 +36,8 @@ import numpy as np
 if not __package__:  # run as a file: make the benchmarks package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import harness, tables  # noqa: E402
-from distsampler import DistributedWeightedSampler, GroupIndex, weights  # noqa: E402
+from benchmarks import harness, tables
+from distsampler import DistributedWeightedSampler, GroupIndex, weights
 
 SHARES = {"web": 0.6, "books": 0.3, "code": 0.1}
 SHARES_CHECKED = 100_000  # indices whose sources are counted

@@ -54,8 +54,8 @@ from torch.utils.data import Sampler
 if not __package__:  # run as a file: make the benchmarks package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import baselines, harness, tables  # noqa: E402
-from distsampler import (  # noqa: E402
+from benchmarks import baselines, harness, tables
+from distsampler import (
     DistributedQuotaBatchSampler,
     DistributedWeightedSampler,
     GroupIndex,

@@ -50,7 +50,8 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         num_batches: local batches per rank per epoch. Default: the global micro-batches needed
             to draw the largest cycled group once, ``max ceil(size / per-batch quota)``, rounded
             up to a multiple of the world size (the extra batches continue the stream).
-        num_replicas, rank: the world (default: ``torch.distributed``, torchrun env, 1).
+        num_replicas: the world size (default: ``torch.distributed``, torchrun's env, 1).
+        rank: this process's rank, found the same way.
         seed: plan seed, identical on every rank.
         shuffle_within_batch: shuffle each batch (else grouped in label order).
 

@@ -62,8 +62,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             *through* each class) in a random order, members drawn without replacement in
             cycles that continue across epochs, so every sample of a class is seen before any
             repeats. ``False``: i.i.d. class-first draws.
-        num_replicas, rank: the world; default from ``torch.distributed``, else torchrun's
-            ``WORLD_SIZE``/``RANK``, else 1 process.
+        num_replicas: the world size; default from ``torch.distributed``, else torchrun's
+            ``WORLD_SIZE``, else 1 process.
+        rank: this process's rank, found the same way (``RANK``, else 0).
         seed: plan seed, identical on every rank.
         drop_last: trim the plan to a multiple of the world size instead of extending it.
         block_size: positions per round-robin block; set it to the batch size to get exactly the

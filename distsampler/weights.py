@@ -186,8 +186,9 @@ class Progressive:
 
     Args:
         epochs: ``T``, the epoch at which the schedule reaches ``end`` (e.g. the training epochs).
-        start, end: strategies (or ``"instance"``, ``"balanced"``, ``"sqrt"``) whose shares are
-            mixed; epoch-dependent strategies are evaluated at the same epoch.
+        start: the strategy (or ``"instance"``, ``"balanced"``, ``"sqrt"``) at epoch 0;
+            epoch-dependent strategies are evaluated at the same epoch.
+        end: the strategy reached at epoch ``epochs``, likewise.
     """
 
     epochs: int

@@ -47,8 +47,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, weights  # noqa: E402
-from distsampler.integrations import SamplerCheckpoint, check_dataset_size  # noqa: E402
+from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, weights
+from distsampler.integrations import SamplerCheckpoint, check_dataset_size
 
 MINORITY = 1  # label of the minority class ("digit 0")
 _RUN = {"stop": False, "steps": 0}  # SIGTERM seen; steps of this run (all epochs)

@@ -38,11 +38,11 @@ from torch.utils.data import TensorDataset
 if not torch.cuda.is_available():  # before Accelerator(): see the module docstring
     os.environ.setdefault("ACCELERATE_USE_CPU", "1")
 
-from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import gather_object  # noqa: E402
-from train import MINORITY, evaluate, load_data, make_mixup, make_sampler  # noqa: E402
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from train import MINORITY, evaluate, load_data, make_mixup, make_sampler
 
-from distsampler.integrations import prepare_for_accelerate  # noqa: E402
+from distsampler.integrations import prepare_for_accelerate
 
 _RUN = {"stop": False, "steps": 0}
 

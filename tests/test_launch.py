@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _launch import launch
 
 from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, weights
 
@@ -41,30 +39,6 @@ def _train_module():
 
 
 Y_TRAIN = _train_module().load_data()[1]
-
-
-def launch(cmd: list[str], timeout: float) -> str:
-    """Run a launcher in a new session; on timeout kill its whole process group. Returns output."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{cmd[2:5]} still running after {timeout}s:\n{out[-4000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{out[-4000:]}"
-    return out
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 90) -> str:

@@ -6,23 +6,17 @@ exactly the indices of in-memory ones.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from _launch import ROOT, launch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
 def test_ranks_map_one_saved_index(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
     log = tmp_path / "report.json"
     cmd = [
         sys.executable,
@@ -35,8 +29,7 @@ def test_ranks_map_one_saved_index(tmp_path):
         f"--dir={tmp_path / 'index'}",
         f"--log-json={log}",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    launch(cmd, timeout=200)
     reports = json.loads(log.read_text())
     assert [r["rank"] for r in reports] == [0, 1] and {r["world"] for r in reports} == {2}
     for r in reports:

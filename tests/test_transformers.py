@@ -9,62 +9,22 @@ one process. Everything is checked against the samplers' own plans built in this
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _launch import launch
 
 pytest.importorskip("transformers")
 
-from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler  # noqa: E402
+from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "launch" / "train_trainer.py"
 B, QUOTA, N = 8, 2, 200  # the script's batch size, minority quota, dataset size
 LABELS = [int(i % 10 == 0) for i in range(N)]  # the script's make_labels()
-
-
-def launch(cmd: list[str], timeout: float) -> str:
-    """Run in a new session; on timeout kill the whole process group. Returns the output."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # torchrun starts each rank in a session of its own: kill them by pid, then the group
-        for pid in [*_descendants(proc.pid), proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"torchrun still running after {timeout}s:\n{out[-4000:]}")
-    assert proc.returncode == 0, f"exit {proc.returncode}:\n{out[-4000:]}"
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), deepest first."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            children += [int(c) for c in (task / "children").read_text().split()]
-    return [d for c in children for d in _descendants(c)] + children
 
 
 def train(tmp: Path, nproc: int, *args: str, timeout: float = 100) -> list[dict]:
