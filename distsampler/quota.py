@@ -287,6 +287,9 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             config[f"policy[{name!r}]"] = "cycle" if cyc else "replace"
         return {k: config_value(v) for k, v in config.items()}
 
+    def _draws(self) -> int:
+        return self.epoch_batches * self.batch_size
+
     def _total(self) -> int:
         return self.epoch_batches
 

@@ -119,6 +119,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         world, rnk = resolve_world(num_replicas, rank)
         self._shard = Shard(world, rnk, check_int("block_size", block_size, 1))
         self.num_replicas, self.rank, self.block_size = world, rnk, self._shard.block_size
+        self.index: GroupIndex | None = None  # labels= (a label index)
+        self.weight_index: WeightIndex | None = None  # weights= (a weight index)
         if weights is not None:
             if stratify:
                 raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
@@ -221,15 +223,14 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             "seed": self.seed,
             "drop_last": self.drop_last,
         }
-        if hasattr(self, "_shares_digest"):
+        if self.index is not None:
             config["class_shares"] = self._shares_digest
         return {k: config_value(v) for k, v in config.items()}
 
     @property
     def dataset_size(self) -> int:
         """Samples the sampler indexes (one per weight or label): must equal ``len(dataset)``."""
-        index = getattr(self, "index", None)
-        return len(index if index is not None else self.weight_index)
+        return len(self.index if self.index is not None else self.weight_index)
 
     def _total(self) -> int:
         return self.num_samples

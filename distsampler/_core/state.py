@@ -88,7 +88,11 @@ class EpochState:
 
     def _max_epoch(self) -> int:
         """Largest epoch whose member streams stay inside the int64 plan arithmetic."""
-        return MAX_SIZE // max(1, 2 * self._total() * max(1, getattr(self, "batch_size", 1)))
+        return MAX_SIZE // max(1, 2 * self._draws())
+
+    def _draws(self) -> int:
+        """Dataset indices one epoch's plan draws (the member streams advance by this much)."""
+        return self._total()
 
     # -- layout of the current iteration --------------------------------------------------
     def _remaining(self) -> int:
