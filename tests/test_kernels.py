@@ -1,4 +1,4 @@
-"""Direct tests of the plan kernels: permute, sorted_unique, the Beatty tree, stratified_ranks.
+"""Direct tests of the plan kernels: permute, sorted_unique, sort_by_key, the Beatty tree, stratified_ranks.
 
 Exactness at scale (sizes up to 2**62) is checked against Python ints, which never overflow;
 bijections are checked in full on small domains and by invariants on huge ones. Statistical
@@ -15,13 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distsampler._core.keyed import _SMALL, bit_length, derive, make_key, permute
-from distsampler._core.strata import (
-    BeattyTree,
-    _divmod_exact,
-    _floor_lin,
-    sorted_unique,
-    stratified_ranks,
-)
+from distsampler._core.sorting import sort_by_key, sorted_unique
+from distsampler._core.strata import BeattyTree, _divmod_exact, _floor_lin, stratified_ranks
 
 fixed = settings(derandomize=True, deadline=None, max_examples=60)
 keys = st.integers(0, 2**64 - 1)
@@ -190,6 +185,41 @@ def test_four_round_domains_pairs(n):
 def test_sorted_unique_equals_np_unique(values):
     x = np.sort(np.array(values, dtype=np.int64))
     assert np.array_equal(sorted_unique(x), np.unique(x))
+
+
+# -- sort_by_key -------------------------------------------------------------------------------
+# Keys drawn from a few values collide in every bit (exact ties), keys close together collide
+# in their packed high bits only (the tie repair), and inf / +0.0 sit at the ends of the range.
+close = st.floats(1.0, 1.0 + 2**-30)
+key_lists = st.lists(
+    st.one_of(st.sampled_from([0.0, 0.5, 3.0, np.inf]), close, st.floats(0, 1e300)),
+    min_size=1,
+    max_size=200,
+)
+
+
+@fixed
+@given(key_lists, st.data())
+def test_sort_by_key_equals_stable_argsort(raw, data):
+    keys = np.array(raw, dtype=np.float64)
+    gaps = data.draw(st.lists(st.integers(1, 2**20), min_size=len(raw), max_size=len(raw)))
+    values = np.cumsum(gaps) - 1  # strictly increasing, wide or narrow
+    assert np.array_equal(sort_by_key(keys, values), values[np.argsort(keys, kind="stable")])
+
+
+def test_sort_by_key_at_a_million_keys_with_ties():
+    # Exact ties every 1000th key: about a thousand keys for the repair pass to put in order.
+    rng = np.random.default_rng(5)
+    keys = rng.exponential(size=1 << 20) / rng.choice([0.5, 16.0], size=1 << 20)
+    keys[::1000] = keys[7]
+    values = np.flatnonzero(rng.random(3 << 20) < 1 / 3)[: 1 << 20]
+    keys = keys[: len(values)]
+    assert np.array_equal(sort_by_key(keys, values), values[np.argsort(keys, kind="stable")])
+
+
+def test_sort_by_key_wide_values_fall_back():
+    keys, values = np.array([2.0, 1.0, 2.0]), np.array([0, 2**41, 2**42])
+    assert sort_by_key(keys, values).tolist() == [2**41, 0, 2**42]
 
 
 # -- exact arithmetic ------------------------------------------------------------------------

@@ -42,7 +42,8 @@ import numpy as np
 from ..groups import GroupIndex
 from ..weight_index import WeightIndex, guided_search
 from .keyed import derive, make_key, permute, uniform
-from .strata import sorted_unique, stratified_ranks
+from .sorting import sort_by_key, sorted_unique
+from .strata import stratified_ranks
 
 __all__ = [
     "PLAN_VERSION",
@@ -67,6 +68,7 @@ IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 #: barely vary while the order inside a window is random.
 STRATUM = 16
 _WOR_CHUNK = 1 << 22
+_KEY_STEP = 1 << 16
 
 
 class Plan(Protocol):
@@ -241,9 +243,10 @@ class WeightedWithoutReplacement:
     ``num_samples`` continues the same round while unused positive weights remain and a new
     round (fresh keys) starts only past them.
 
-    Trade-off: the order needs every key, so each rank scans all ``N`` weights once per epoch
-    (in chunks of 4M) and keeps the winners it needs, cached for the epoch; the labels path
-    (stratified) avoids this.
+    Trade-off: the order needs every key, so each rank computes all ``N`` keys once per epoch
+    (in cache-sized steps, 4M weights at a time) and keeps the winners it needs, cached for the
+    epoch; the labels path (stratified) avoids this. A full round (``num_samples`` at least the
+    positive weights) sorts every key with :func:`~distsampler._core.sorting.sort_by_key`.
     """
 
     weights: np.ndarray
@@ -251,15 +254,18 @@ class WeightedWithoutReplacement:
     positive: int
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def _chunks(self, key: int):
-        """``(indices, keys)`` of the positive weights, 4M samples at a time."""
-        n = len(self.weights)
-        dtype = np.int32 if n < 2**31 else np.int64
-        for lo in range(0, n, _WOR_CHUNK):
-            w = np.asarray(self.weights[lo : lo + _WOR_CHUNK], dtype=np.float64)
-            idx = (np.flatnonzero(w > 0) + lo).astype(dtype)
-            e = -np.log1p(-uniform(key, idx))  # Exp(1); uniform < 1 so log1p is finite
-            yield idx, e / w[idx - lo]
+    def _keys(self, key: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, keys)`` of the positive weights in ``[lo, hi)``, indices increasing."""
+        w = np.asarray(self.weights[lo:hi], dtype=np.float64)
+        idx = np.flatnonzero(w > 0)
+        keys = np.empty(len(idx), dtype=np.float64)
+        for a in range(0, len(idx), _KEY_STEP):  # cache-sized temporaries
+            i = idx[a : a + _KEY_STEP]
+            e = keys[a : a + _KEY_STEP]
+            np.negative(np.log1p(-uniform(key, i + lo)), out=e)  # Exp(1): uniform < 1
+            e /= w[i]
+        idx += lo
+        return idx, keys
 
     def _order(self, seed: int, epoch: int, rnd: int, need: int) -> np.ndarray:
         """At least the first ``need`` indices of round ``rnd``, by increasing key (cached).
@@ -273,18 +279,17 @@ class WeightedWithoutReplacement:
         key = make_key(seed, epoch, WOR, rnd)
         need = max(need, min(self.num_samples, self.positive))
         if need >= self.positive:  # every positive weight is drawn: one array, one sort
-            parts = list(self._chunks(key))
-            idx = np.concatenate([i for i, _ in parts])
-            keys = np.concatenate([k for _, k in parts])
-            del parts
+            idx, keys = self._keys(key, 0, len(self.weights))
+            order = sort_by_key(keys, idx)
         else:  # keep the `need` smallest keys seen so far
-            idx, keys = np.empty(0, dtype=np.int32), np.empty(0)
-            for ci, ck in self._chunks(key):
+            idx, keys = np.empty(0, dtype=np.int64), np.empty(0)
+            for lo in range(0, len(self.weights), _WOR_CHUNK):
+                ci, ck = self._keys(key, lo, lo + _WOR_CHUNK)
                 keys, idx = np.concatenate([keys, ck]), np.concatenate([idx, ci])
                 if len(keys) > need:
                     part = np.argpartition(keys, need - 1)[:need]
                     keys, idx = keys[part], idx[part]
-        order = idx[np.argsort(keys, kind="stable")]
+            order = idx[sort_by_key(keys, np.arange(len(keys)))]
         self._cache[(seed, epoch, rnd)] = order
         return order
 

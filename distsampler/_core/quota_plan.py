@@ -26,7 +26,8 @@ import numpy as np
 from ..groups import GroupIndex
 from .keyed import derive, hash64, make_key, permute, uniform
 from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
-from .strata import BeattyTree, sorted_unique
+from .sorting import sorted_unique
+from .strata import BeattyTree
 
 __all__ = ["QuotaPlan", "spread_prefix"]
 

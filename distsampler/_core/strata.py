@@ -52,24 +52,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .keyed import derive, hash64, permute
+from .sorting import sorted_unique
 
-__all__ = ["BeattyTree", "sorted_unique", "stratified_ranks"]
+__all__ = ["BeattyTree", "stratified_ranks"]
 
 #: Largest block with int64-exact products: ``_FAST**2 + _FAST < 2**63``.
 _FAST = 3037000499
 _CHUNK = 1 << 15
 _M32, _S32 = np.uint64(0xFFFFFFFF), np.uint64(32)
-
-
-def sorted_unique(x: np.ndarray) -> np.ndarray:
-    """``np.unique`` of an already sorted array, in one pass (no sort, no hashing)."""
-    x = np.asarray(x)
-    if x.size == 0:
-        return x
-    keep = np.empty(x.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(x[1:], x[:-1], out=keep[1:])
-    return x[keep]
 
 
 def _mulhi(x: np.ndarray, f) -> np.ndarray:
