@@ -1,4 +1,5 @@
-"""Direct tests of the plan kernels: permute, sorted_unique, sort_by_key, the Beatty tree, stratified_ranks.
+"""Direct tests of the plan kernels: permute, sorted_unique, sort_by_key, the Beatty tree and
+stratified_ranks.
 
 Exactness at scale (sizes up to 2**62) is checked against Python ints, which never overflow;
 bijections are checked in full on small domains and by invariants on huge ones. Statistical
