@@ -37,6 +37,16 @@ def test_block_layout_matches_accelerate_round_robin():
     assert s.positions(8, 0, 8).tolist() == [4, 5, 6, 7, 16, 17, 18, 19]
 
 
+@pytest.mark.parametrize("world, rank", [(1, 0), (3, 2), (8, 5)])
+def test_block_size_one_is_distributed_samplers_stride(world, rank):
+    # DistributedSampler(shuffle=False) reads indices[rank::world]; its padding repeats the start
+    # where ours continues, so compare positions of the padded length.
+    s = Shard(world, rank, 1)
+    length = s.length(100, drop_last=False)
+    assert s.positions(length, 0, length).tolist() == list(range(rank, world * length, world))
+    assert s.positions(length, 7, 20).tolist() == list(range(rank, world * length, world))[7:20]
+
+
 def test_positions_random_access():
     s = Shard(4, 2, 3)
     assert np.array_equal(s.positions(50, 10, 20), s.positions(50, 0, 50)[10:20])

@@ -71,6 +71,10 @@ class Shard:
         """Plan positions of this rank's local indices ``[start, stop)`` (``length`` per rank)."""
         i = np.arange(start, stop, dtype=np.int64)
         bs, w = self.block_size, self.world
+        if bs == 1:  # DistributedSampler's stride (no shrunken last block): two in-place passes
+            i *= w
+            i += self.rank
+            return i
         full = length // bs  # complete rounds of blocks
         last = length - full * bs  # size of the shrunken final block
         rnd, off = np.divmod(i, bs)
