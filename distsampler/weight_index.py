@@ -33,6 +33,7 @@ MAX_VALUES = 1 << 12
 _CHUNK = 1 << 20
 _PROBE = 1 << 20  # weights looked at before deciding the layout
 _WALK = 8  # guide-table steps before bisection
+_SWEEPS = 2  # of them taken by every value (most need 0 to 2)
 _FORMAT = 1
 
 
@@ -65,17 +66,21 @@ def guided_search(
     bucket holds about one sample on average whatever the weights (Chen & Asau, 1974). Values
     still walking after ``_WALK`` passes (long runs of zero weights) finish by bisection.
     """
-    n = len(cumulative)
+    n, last = len(cumulative), len(cumulative) - 1
     b = np.minimum((x / step).astype(np.int64), len(guide) - 1)
     b -= x < b * step  # rounding: never start past the answer
     i = guide[b].astype(np.int64)
-    todo = np.flatnonzero(i < n)
-    for _ in range(_WALK):
+    for _ in range(_SWEEPS):  # whole-array steps: no index arrays while most still walk
+        i += cumulative[np.minimum(i, last)] <= x
+    np.minimum(i, n, out=i)  # a step from n (x past the last value) stays at n
+    todo = np.flatnonzero(cumulative[np.minimum(i, last)] <= x)
+    todo = todo[i[todo] < n]
+    for _ in range(_WALK - _SWEEPS):
         if not todo.size:
             return i
-        todo = todo[cumulative[i[todo]] <= x[todo]]
         i[todo] += 1
         todo = todo[i[todo] < n]
+        todo = todo[cumulative[i[todo]] <= x[todo]]
     if todo.size:
         i[todo] = np.searchsorted(cumulative, x[todo], side="right")
     return i
