@@ -10,10 +10,15 @@ Baselines (written the way people write them, so the comparison is with real pra
     ``randperm(N)`` as a Python list.
 (3) a hand-written quota batch sampler: per batch ``k`` minority samples by ``torch.randint``,
     the rest from this rank's slice of a permutation of the majority, shuffled in the batch.
+
+And a floor, which is not a sampler anyone runs: :class:`IndexReads` does only what every
+sampler over a stored label index must do per index (one random read of the index, one Python
+int made), from positions drawn before the clock starts. Its efficiency bounds ours.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterator
 
@@ -181,3 +186,39 @@ class NaiveQuotaBatchSampler(Sampler[list[int]]):
             pick = torch.randint(len(self.minority), (self.k,), generator=g_rank)
             batch = torch.cat([self.minority[pick], mine[i * fill : (i + 1) * fill]])
             yield batch[torch.randperm(self.batch_size, generator=g_rank)].tolist()
+
+
+class IndexReads(Sampler):
+    """The floor: ``length`` uniformly random reads of ``members`` served as Python ints.
+
+    Per chunk of ``chunk`` indices: one gather from the label index and one ``tolist`` (lists
+    of ``batch_size`` for a batch sampler), served through ``itertools.chain`` as ours are. The
+    read positions are drawn once, at construction: no plan is computed per index, so no
+    sampler that reads a stored index can be pulled faster.
+    """
+
+    def __init__(
+        self, members: np.ndarray, length: int, batch_size: int | None = None, chunk: int = 1 << 16
+    ) -> None:
+        self.members, self.batch_size = members, batch_size
+        self.chunk = chunk if batch_size is None else max(1, chunk // batch_size) * batch_size
+        length -= 0 if batch_size is None else length % batch_size
+        self.at = np.random.default_rng(0).integers(0, len(members), size=length)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: the positions are fixed."""
+
+    def __len__(self) -> int:
+        return len(self.at) if self.batch_size is None else len(self.at) // self.batch_size
+
+    def _chunks(self) -> Iterator[list]:
+        for lo in range(0, len(self.at), self.chunk):
+            got = self.members[self.at[lo : lo + self.chunk]].astype(np.int64)
+            yield (
+                got.tolist()
+                if self.batch_size is None
+                else got.reshape(-1, self.batch_size).tolist()
+            )
+
+    def __iter__(self) -> Iterator:
+        return itertools.chain.from_iterable(self._chunks())

@@ -12,7 +12,9 @@ does the same work), so memory is measured from a clean process and a case past 
 be killed. The data: ``N`` binary labels, about 3% minority (int8), and the balanced per-sample
 weights (float64) that give each class half the draws.
 
-Samplers: the baselines (1)-(3) of :mod:`benchmarks.baselines`, and ours:
+Samplers: the baselines (1)-(3) of :mod:`benchmarks.baselines`, the floor (4) (random reads of
+the label index made into Python ints, no plan: no sampler over a stored index pulls faster)
+and (5) (the same as batches), and ours:
 ``DistributedWeightedSampler`` (weights i.i.d., labels stratified, labels i.i.d., weights
 without replacement) and ``DistributedQuotaBatchSampler`` (32 of 256 minority drawn i.i.d.,
 majority cycled: the contract of (3)).
@@ -72,7 +74,7 @@ class Spec:
     """How to prepare the inputs of one sampler and build it for a rank."""
 
     label: str
-    role: str  # "baseline" or "ours"
+    role: str  # "baseline", "floor" or "ours"
     kind: str  # "index" or "batch"
     needs: str  # inputs built before the measurement: "none", "weights", "index", "groups"
     build: Callable[[dict, int, int, int], Sampler]
@@ -90,6 +92,11 @@ def _ds(inp: dict, world: int, rank: int, bs: int) -> Sampler:
 def _naive_quota(inp: dict, world: int, rank: int, bs: int) -> Sampler:
     minority, majority = inp["groups"]
     return baselines.NaiveQuotaBatchSampler(minority, majority, bs, bs // QUOTA_SHARE, world, rank)
+
+
+def _floor(inp: dict, world: int, rank: int, bs: int, batches: bool = False) -> Sampler:
+    length = -(-inp["n"] // world)  # a rank's share, as ours
+    return baselines.IndexReads(inp["index"].members, length, bs if batches else None)
 
 
 def _ours(**kw: Any) -> Callable[[dict, int, int, int], Sampler]:
@@ -118,6 +125,14 @@ SAMPLERS: dict[str, Spec] = {
     "dist_sampler": Spec("(2) DistributedSampler(shuffle)", "baseline", "index", "none", _ds),
     "naive_quota": Spec(
         "(3) hand-written quota batches", "baseline", "batch", "groups", _naive_quota
+    ),
+    "floor": Spec("(4) floor: random index reads, no plan", "floor", "index", "index", _floor),
+    "floor_batch": Spec(
+        "(5) floor: the same, as batches",
+        "floor",
+        "batch",
+        "index",
+        lambda inp, world, rank, bs: _floor(inp, world, rank, bs, batches=True),
     ),
     "weights_iid": Spec("ours: weights i.i.d.", "ours", "index", "weights", _ours()),
     "labels_strat": Spec("ours: labels stratified", "ours", "index", "index", _ours()),
@@ -341,6 +356,15 @@ def _field(key: str) -> Callable[[list[dict], dict], float | None]:
     return lambda _, r: r.get(key)
 
 
+def _floor_efficiency(records: list[dict], r: dict) -> float | None:
+    """The efficiency of the floor of ``r``'s kind ((4) or (5)) at the same N and W."""
+    name = "floor_batch" if r["kind"] == "batch" else "floor"
+    for x in records:
+        if (x["sampler"], x["n"], x["world"], x.get("status")) == (name, r["n"], r["world"], "ok"):
+            return x.get("efficiency")
+    return None
+
+
 def _at_least(bar: float) -> Callable[[float], bool]:
     return lambda v: v >= bar
 
@@ -358,6 +382,7 @@ def _targets(worlds: list[int]) -> list[Target]:
         Target("epoch vs (3)", "report", mid, 8, _speedup("vs_naive_quota"), None, "x", ("quota",)),
         Target("DataLoader pull", ">= 10M/s", mid, 8, _field("pull_rate"), _at_least(1e7), "M/s"),
         Target("efficiency", ">= 0.5", mid, 8, _field("efficiency"), _at_least(0.5), "", eff_modes),
+        Target("efficiency of (4) / (5)", "bound", mid, 8, _floor_efficiency, None, "", eff_modes),
         *(Target("first index / (2)'s", "< 1%", big, w, _speedup("first_vs_dist_sampler"),
                  _below(0.01), "%") for w in worlds),
         *(Target("peak extra", "< 64 MB", big, w, _field("peak_extra_mb"), _below(64), "MB")

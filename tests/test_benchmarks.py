@@ -125,6 +125,17 @@ def test_multilabel_row(tmp_path, capsys):
     assert records["ours_strat"]["rare_share"] > records["dist_sampler"]["rare_share"]
 
 
+def test_floor_reads_the_index_as_python_ints():
+    members = np.arange(1000, 1100, dtype=np.int32)
+    flat = throughput.baselines.IndexReads(members, 70, chunk=16)
+    got = list(flat)
+    assert len(got) == len(flat) == 70 and {type(i) for i in got} == {int}
+    assert set(got) <= set(members.tolist()) and len(set(got)) > 30
+    batches = list(throughput.baselines.IndexReads(members, 70, batch_size=8, chunk=16))
+    assert [len(b) for b in batches] == [8] * 8  # whole batches only, as a rank's share
+    assert {type(i) for b in batches for i in b} == {int}
+
+
 def test_zipf_label_sets_are_distinct_and_long_tailed():
     lab = multilabel.baselines.zipf_label_sets(20_000, 50)
     assert lab.shape == (20_000, 3)
