@@ -57,9 +57,10 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
 
     Trap: the even spread of a float share holds for the global stream of batches. A rank
     reads every ``W``-th batch, so its own prefix can drift further from ``k`` times the share
-    (no stream that is the same for every world size can be even on every stride: a share of
-    one half alternates globally and so falls entirely on one rank of two); each of its
-    batches is still within one of the share. Integer quotas are exact on every rank.
+    (a share of one half alternates globally and so falls entirely on one rank of two; no
+    stream that is the same for every world size can be even on every stride, by the Erdős
+    discrepancy theorem); each of its batches is still within one of the share. Integer
+    quotas are exact on every rank.
 
     Warning:
         Call :meth:`set_epoch` before every epoch, or every epoch repeats the same batches.

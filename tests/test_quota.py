@@ -63,6 +63,21 @@ def test_float_share_within_one_every_batch_and_exact_per_epoch(share):
         assert abs(per_epoch[0] - 8 * share * s.epoch_batches) <= 1
 
 
+@pytest.mark.parametrize("share", [0.3, 0.0625])
+def test_float_share_on_a_rank_is_within_one_per_batch_not_per_prefix(share):
+    # What holds on each rank of 2: every batch within one of 8 x share. What does not (the
+    # documented trap): 0.0625 x 8 = 1/2 alternates in the global stream, so one rank takes
+    # every extra draw and the other none, each drifting half a draw per batch from its line.
+    counts = []
+    for rank in (0, 1):
+        s = DQ(FACTORY, 8, {"defect": share}, num_replicas=2, rank=rank)
+        counts.append(np.array([defects(b) for b in s]))
+        assert (np.abs(counts[-1] - 8 * share) < 1).all()
+    drift = [np.abs(np.cumsum(c) - 8 * share * np.arange(1, len(c) + 1)).max() for c in counts]
+    if share == 0.0625:
+        assert min(drift) >= len(counts[0]) / 2 - 1
+
+
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     per_batch=st.lists(st.integers(0, 6), min_size=1, max_size=5),
