@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distsampler._core.keyed import _SMALL, bit_length, derive, make_key, permute
+from distsampler import GroupIndex
+from distsampler._core.keyed import _SMALL, bit_length, derive, make_key, permute, uniform
+from distsampler._core.plan import IID, MEMBER, class_first
 from distsampler._core.sorting import sort_by_key, sorted_unique
 from distsampler._core.strata import BeattyTree, _divmod_exact, _floor_lin, stratified_ranks
 
@@ -373,3 +375,28 @@ def test_stratified_ranks_at_scale(total):
     # tiny class's cycle starts cut windows, and a draw's segment depends on its offset.)
     sigma = np.sqrt(4096 * shares * (1 - shares))
     assert (np.abs(np.bincount(cls, minlength=3) - 4096 * shares) < 5 * sigma).all()
+
+
+# -- class_first -------------------------------------------------------------------------------
+@fixed
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 1e-3, 0.25, 1.0, 7.0]), min_size=1, max_size=12),
+    st.integers(0, 2**32),
+)
+def test_class_first_is_search_then_uniform_member(shares, seed):
+    # The definition, written plainly: the group is searchsorted(cum, u * total, "right")
+    # capped at the last positive share; the member is floor(u' * size), capped at size - 1.
+    # Zero shares (first, middle, last) and up to 12 groups cover both ways of finding it.
+    shares = np.array(shares)
+    if not (shares > 0).any():
+        shares[-1] = 1.0
+    sizes = np.arange(1, len(shares) + 1) * 3
+    index = GroupIndex.from_sizes(dict(enumerate(sizes.tolist())))
+    pos = np.arange(0, 4000, 3, dtype=np.int64)
+    cum = np.cumsum(shares)
+    last = int(np.flatnonzero(shares > 0)[-1])
+    u = uniform(make_key(seed, 2, IID), pos) * cum[-1]
+    cls = np.minimum(np.searchsorted(cum, u, side="right"), last)
+    j = (uniform(make_key(seed, 2, MEMBER), pos) * sizes[cls]).astype(np.int64)
+    want = index.member(cls, np.minimum(j, sizes[cls] - 1))
+    assert np.array_equal(class_first(index, shares, seed, 2, pos), want)

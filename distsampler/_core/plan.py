@@ -69,6 +69,7 @@ IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 STRATUM = 16
 _WOR_CHUNK = 1 << 22
 _KEY_STEP = 1 << 16
+_FEW = 8  # groups up to which a draw's group is found by comparisons, not a search
 
 
 class Plan(Protocol):
@@ -104,12 +105,23 @@ def class_first(
     Needs no array of size ``N``: a draw reads the ``C`` cumulative shares and one member.
     """
     cum = np.cumsum(shares)
-    u = uniform(make_key(seed, epoch, IID), positions)
     last = int(np.flatnonzero(shares > 0)[-1])
-    cls = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), last)
-    sizes = index.sizes[cls]
-    j = (uniform(make_key(seed, epoch, MEMBER), positions) * sizes).astype(np.int64)
-    return index.member(cls, np.minimum(j, sizes - 1))
+    x = uniform(make_key(seed, epoch, IID), positions)
+    x *= cum[-1]
+    # The group: searchsorted(cum, x, "right") capped at the last positive share (u * total
+    # can round up to total), i.e. how many of cum[:last] are <= x.
+    if last <= _FEW:
+        cls = np.zeros(len(x), dtype=np.intp)
+        for edge in cum[:last]:
+            cls += edge <= x
+    else:
+        cls = np.minimum(np.searchsorted(cum, x, side="right"), last)
+    sizes = index.sizes
+    j = uniform(make_key(seed, epoch, MEMBER), positions)
+    j *= sizes.astype(np.float64)[cls]
+    j = j.astype(np.int64)
+    np.minimum(j, (sizes - 1)[cls], out=j)
+    return index.member(cls, j)
 
 
 @dataclass(frozen=True)
