@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from distsampler import GroupIndex
 from distsampler._core.keyed import _SMALL, bit_length, derive, make_key, permute, uniform
-from distsampler._core.plan import IID, MEMBER, class_first
+from distsampler._core.plan import IID, MEMBER, WOR, WeightedWithoutReplacement, class_first
 from distsampler._core.sorting import sort_by_key, sorted_unique
 from distsampler._core.strata import BeattyTree, _divmod_exact, _floor_lin, stratified_ranks
 
@@ -400,3 +400,20 @@ def test_class_first_is_search_then_uniform_member(shares, seed):
     j = (uniform(make_key(seed, 2, MEMBER), pos) * sizes[cls]).astype(np.int64)
     want = index.member(cls, np.minimum(j, sizes[cls] - 1))
     assert np.array_equal(class_first(index, shares, seed, 2, pos), want)
+
+
+# -- weighted order without replacement --------------------------------------------------------
+@pytest.mark.parametrize("need", [150_000, 5_000])
+def test_without_replacement_round_is_the_stable_order_of_exponential_keys(need):
+    # The definition, written plainly over all weights at once: key_i = Exp(1)_i / w_i from the
+    # uniform of counter i, positive weights only, increasing key, ties by index. More weights
+    # than one key step and zeros among them: the chunked keys and the packed sort must agree.
+    rng = np.random.default_rng(11)
+    w = rng.choice([0.0, 0.5, 2.0, 16.0], size=200_000) * rng.random(200_000)
+    plan = WeightedWithoutReplacement(w, need, int(np.count_nonzero(w)))
+    key = make_key(3, 1, WOR, 0)
+    idx = np.flatnonzero(w > 0)
+    keys = -np.log1p(-uniform(key, idx)) / w[idx]
+    want = idx[np.argsort(keys, kind="stable")]
+    got = plan._order(3, 1, 0, need)
+    assert np.array_equal(got[:need], want[:need])
