@@ -291,7 +291,14 @@ class WeightedWithoutReplacement:
         key = make_key(seed, epoch, WOR, rnd)
         need = max(need, min(self.num_samples, self.positive))
         if need >= self.positive:  # every positive weight is drawn: one array, one sort
-            idx, keys = self._keys(key, 0, len(self.weights))
+            n = len(self.weights)
+            idx = np.empty(self.positive, dtype=np.int32 if n < 2**31 else np.int64)
+            keys = np.empty(self.positive, dtype=np.float64)
+            at = 0
+            for lo in range(0, n, _WOR_CHUNK):  # no N-sized temporaries beside the two
+                ci, ck = self._keys(key, lo, lo + _WOR_CHUNK)
+                idx[at : at + len(ci)], keys[at : at + len(ci)] = ci, ck
+                at += len(ci)
             order = sort_by_key(keys, idx)
         else:  # keep the `need` smallest keys seen so far
             idx, keys = np.empty(0, dtype=np.int64), np.empty(0)

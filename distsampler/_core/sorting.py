@@ -65,16 +65,18 @@ def sort_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         p <<= w
         p |= values[lo : lo + _STEP].astype(np.uint64)
     packed.sort()
-    out = (packed & np.uint64((1 << width) - 1)).view(np.int64)
-    packed >>= w  # the packed key alone
-    tie = packed[1:] == packed[:-1]
-    if tie.any():  # neighbours whose packed keys tie: order each run by its exact keys
-        run = np.zeros(n, dtype=bool)
-        run[1:] = tie
-        run[:-1] |= tie
-        at = np.flatnonzero(run)
-        starts = np.ones(len(at), dtype=bool)
-        starts[1:] = ~tie[at[1:] - 1]
+    # Neighbours whose packed keys tie, found step by step (no second N-sized array).
+    ties = [np.zeros(0, dtype=np.intp)]  # i: entries i and i + 1 tie
+    for lo in range(0, n - 1, _STEP):
+        hi = min(n - 1, lo + _STEP)
+        same = (packed[lo:hi] >> w) == (packed[lo + 1 : hi + 1] >> w)
+        ties.append(np.flatnonzero(same) + lo)
+    packed &= np.uint64((1 << width) - 1)  # the values, in place
+    out = packed.view(np.int64)
+    tie = np.concatenate(ties)
+    if tie.size:  # put each run of tied entries in exact key order
+        at = np.union1d(tie, tie + 1)
+        starts = ~np.isin(at - 1, tie)
         tied = out[at]  # increasing within each run (the values broke the tie)
         exact = bits[np.searchsorted(values, tied)]
         out[at] = tied[np.lexsort((exact, np.cumsum(starts)))]
