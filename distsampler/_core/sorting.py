@@ -78,6 +78,6 @@ def sort_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         at = np.union1d(tie, tie + 1)
         starts = ~np.isin(at - 1, tie)
         tied = out[at]  # increasing within each run (the values broke the tie)
-        exact = bits[np.searchsorted(values, tied)]
+        exact = bits[np.searchsorted(values, tied.astype(values.dtype))]  # (no cast of values)
         out[at] = tied[np.lexsort((exact, np.cumsum(starts)))]
     return out
