@@ -191,8 +191,9 @@ class NaiveQuotaBatchSampler(Sampler[list[int]]):
 class IndexReads(Sampler):
     """The floor: ``length`` uniformly random reads of ``members`` served as Python ints.
 
-    Per chunk of ``chunk`` indices: one gather from the label index and one ``tolist`` (lists
-    of ``batch_size`` for a batch sampler), served through ``itertools.chain`` as ours are. The
+    Per chunk of ``chunk`` indices: one gather from the label index, then ``tolist`` 8192 ints at
+    a time (lists of ``batch_size`` for a batch sampler), served through ``itertools.chain`` as
+    ours are. The
     read positions are drawn once, at construction: no plan is computed per index, so no
     sampler that reads a stored index can be pulled faster.
     """
@@ -212,13 +213,13 @@ class IndexReads(Sampler):
         return len(self.at) if self.batch_size is None else len(self.at) // self.batch_size
 
     def _chunks(self) -> Iterator[list]:
+        rows = 1 << 13 if self.batch_size is None else max(1, (1 << 13) // self.batch_size)
         for lo in range(0, len(self.at), self.chunk):
             got = self.members[self.at[lo : lo + self.chunk]].astype(np.int64)
-            yield (
-                got.tolist()
-                if self.batch_size is None
-                else got.reshape(-1, self.batch_size).tolist()
-            )
+            if self.batch_size is not None:
+                got = got.reshape(-1, self.batch_size)
+            for at in range(0, len(got), rows):  # ints made 8192 at a time, as ours
+                yield got[at : at + rows].tolist()
 
     def __iter__(self) -> Iterator:
         return itertools.chain.from_iterable(self._chunks())

@@ -297,7 +297,7 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
     def __iter__(self) -> Iterator[list[int]]:
         chunk = max(1, _CHUNK_INDICES // self.batch_size)
         first = max(1, _FIRST_INDICES // self.batch_size)
-        return self._serve(chunk, lambda mb: self.batches(mb).tolist(), first=first)
+        return self._serve(chunk, self.batches, first=first, per_list=self.batch_size)
 
 
 class _EpochForwarder:

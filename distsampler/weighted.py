@@ -248,4 +248,4 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
-        return self._serve(_CHUNK, lambda pos: self.indices(pos).tolist(), first=_FIRST)
+        return self._serve(_CHUNK, self.indices, first=_FIRST)

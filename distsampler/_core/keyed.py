@@ -46,6 +46,8 @@ only Python loops are over chunks, Feistel rounds and cycle-walking passes.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .checks import MAX_SEED, check_int
@@ -66,14 +68,20 @@ _PHI32 = 0x9E3779B9
 _L1, _L2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 _T15, _T16 = np.uint32(15), np.uint32(16)
 _CHUNK = 1 << 15
+_TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
 
 def make_key(*parts: int) -> int:
     """A 64-bit key from a tuple of non-negative ints (seed, epoch, stream, ...)."""
     for i, p in enumerate(parts):
         check_int(f"key part {i}", p, 0, MAX_SEED)
-    ss = np.random.SeedSequence([int(p) for p in parts])
-    return int(ss.generate_state(1, np.uint64)[0])
+    return _seed_sequence_key(tuple(int(p) for p in parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _seed_sequence_key(parts: tuple[int, ...]) -> int:
+    """``SeedSequence`` costs about 10 us; a plan asks for the same few keys every chunk."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0])
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -109,8 +117,16 @@ def hash64(key, counter) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = _u64(counter) + np.uint64(1)  # a fresh array: the rest works in place
         z *= _GAMMA
-        z = _mix_high(np.add(z, _u64(key), dtype=np.uint64))  # (in place unless a scalar)
-        return z ^ (z >> _S31)
+        k = _u64(key)
+        if np.broadcast_shapes(z.shape, k.shape) == z.shape:
+            z += k
+        else:  # a key array wider than the counters
+            z = np.add(z, k, dtype=np.uint64)
+        z = _mix_high(z)  # in place for arrays (a new object for a scalar counter)
+        if z.ndim == 0:
+            return z ^ (z >> _S31)
+        z ^= z >> _S31
+        return z
 
 
 def derive(key, *parts) -> np.ndarray:
@@ -123,7 +139,13 @@ def derive(key, *parts) -> np.ndarray:
 
 def uniform(key, counter) -> np.ndarray:
     """Uniform doubles in ``[0, 1)`` with 53 random bits, one per counter."""
-    return (hash64(key, counter) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    z = hash64(key, counter)
+    if z.ndim == 0:
+        return (z >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+    z >>= np.uint64(11)
+    u = z.astype(np.float64)
+    u *= _TO_UNIT
+    return u
 
 
 def bit_length(m: np.ndarray) -> np.ndarray:
@@ -212,7 +234,7 @@ def _feistel(x, a, h, k, rounds: int) -> np.ndarray:
         np.multiply(src, step, out=z)  # counter src * rounds + r + 1 of the key's stream
         z += k
         z += np.uint64(((r + 1) * 0x9E3779B97F4A7C15) & (2**64 - 1))
-        _mix_high(z)
+        z = _mix_high(z)  # (a new object for a scalar counter)
         if r % 2 == 0:  # left = (left + F(right)) mod a
             z >>= _S32
             z *= a

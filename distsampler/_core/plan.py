@@ -120,7 +120,8 @@ def class_first(
     j = uniform(make_key(seed, epoch, MEMBER), positions)
     j *= sizes.astype(np.float64)[cls]
     j = j.astype(np.int64)
-    np.minimum(j, (sizes - 1)[cls], out=j)
+    if int(sizes.max()) >= 2**53:  # below, u <= 1 - 2**-53 keeps round(u * size) < size
+        np.minimum(j, (sizes - 1)[cls], out=j)
     return index.member(cls, j)
 
 

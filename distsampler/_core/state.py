@@ -23,6 +23,10 @@ from .sharding import Shard
 
 #: Version of the state layout. 1: distsampler 0.1 (configuration as a formatted string).
 STATE_VERSION = 2
+#: Ints made into Python objects at a time: the memory of the ints a consumer dropped is reused
+#: while it is still in cache (8192 at a time made ``tolist`` about 2.5 ns an int cheaper than
+#: 65536 at a time, with the DataLoader's batching of the ints included).
+_SLICE = 1 << 13
 
 Config = dict[str, "int | str | bool"]
 
@@ -118,29 +122,34 @@ class EpochState:
         length, it = self._chunk
         return self._done + length - it.__length_hint__()
 
-    def _serve(self, chunk: int, convert, first: int | None = None) -> Iterator:
-        """Serve this rank's share: ``convert(units)`` turns plan units into a list of items.
+    def _serve(self, chunk: int, compute, first: int | None = None, per_list: int = 1) -> Iterator:
+        """Serve this rank's share: ``compute(units)`` gives an array of items (one row each).
 
         Chunks start at ``first`` units (default ``chunk``) and double up to ``chunk``, so the
-        first item waits for a small chunk only. Items flow through ``itertools.chain`` (no
-        Python frame resumed per item); the bookkeeping runs once per chunk, and ``_yielded``
-        stays exact through the list iterator's length hint.
+        first item waits for a small chunk only. A chunk's array becomes Python objects
+        ``_SLICE // per_list`` rows at a time (``per_list``: ints in a row): ints made in
+        cache-sized slices reuse the memory of those the consumer already dropped. Items flow
+        through ``itertools.chain`` (no Python frame resumed per item); the bookkeeping runs
+        once per slice, and ``_yielded`` stays exact through the list iterator's length hint.
         """
-        return itertools.chain.from_iterable(self._chunks(chunk, convert, first or chunk))
+        rows = max(1, _SLICE // per_list)
+        return itertools.chain.from_iterable(self._slices(chunk, compute, first or chunk, rows))
 
-    def _chunks(self, chunk: int, convert, size: int) -> Iterator[Iterator]:
+    def _slices(self, chunk: int, compute, size: int, rows: int) -> Iterator[Iterator]:
         n = self._local_length()
         self._done, self._chunk, self._completed = 0, None, False
         self._base = (self._resume, self._skip)
         lo = 0
         while lo < n:
             hi = min(n, lo + size)
-            items = convert(self._local_units(lo, hi))
-            it = iter(items)
-            self._chunk = (len(items), it)
-            yield it
-            self._done += len(items)
-            self._chunk = None
+            arr = compute(self._local_units(lo, hi))
+            for at in range(0, len(arr), rows):
+                items = arr[at : at + rows].tolist()
+                it = iter(items)
+                self._chunk = (len(items), it)
+                yield it
+                self._done += len(items)
+                self._chunk = None
             lo, size = hi, min(chunk, 2 * size)
         self._finish()
 
