@@ -34,25 +34,6 @@ def items_per_batch(sampler: OurSampler, batch_size: int | None) -> int:
     return check_int("batch_size", batch_size, 1)
 
 
-def sampler_dataset_size(sampler: OurSampler) -> int | None:
-    """Samples the sampler indexes: one per label or weight (``None`` when it cannot tell)."""
-    size = getattr(sampler, "dataset_size", None)
-    if size is not None:
-        return int(size)
-    index = getattr(sampler, "index", None)
-    if index is not None:
-        return int(index.num_samples)
-    weight_index = getattr(sampler, "weight_index", None)
-    if weight_index is not None:
-        return len(weight_index)
-    plan = getattr(sampler, "_plan", None)
-    for attr in ("cumulative", "weights"):
-        values = getattr(plan, attr, None)
-        if values is not None:
-            return len(values)
-    return None
-
-
 def check_dataset_size(sampler: Any, dataset: Any) -> None:
     """Raise unless the sampler has exactly one label (or weight) per sample of ``dataset``.
 
@@ -80,10 +61,10 @@ def check_dataset_size(sampler: Any, dataset: Any) -> None:
         n_data = len(dataset)
     except TypeError:
         return
-    n_sampler = sampler_dataset_size(sampler)
-    if n_sampler is None or n_sampler == n_data:
+    n_sampler = sampler.dataset_size
+    if n_sampler == n_data:
         return
-    labels = getattr(sampler, "index", None) is not None
+    labels = sampler.index is not None  # None: built from weights=
     what, one = ("labels", "label") if labels else ("weights", "weight")
     consequence = (
         f"only the first {n_sampler} samples would ever be drawn"
