@@ -267,18 +267,19 @@ class WeightedWithoutReplacement:
     positive: int
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def _keys(self, key: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices, keys)`` of the positive weights in ``[lo, hi)``, indices increasing."""
-        w = np.asarray(self.weights[lo:hi], dtype=np.float64)
-        idx = np.flatnonzero(w > 0)
-        keys = np.empty(len(idx), dtype=np.float64)
-        for a in range(0, len(idx), _KEY_STEP):  # cache-sized temporaries
-            i = idx[a : a + _KEY_STEP]
-            e = keys[a : a + _KEY_STEP]
-            np.negative(np.log1p(-uniform(key, i + lo)), out=e)  # Exp(1): uniform < 1
-            e /= w[i]
-        idx += lo
-        return idx, keys
+    def _chunks(self, key: int):
+        """``(indices, keys)`` of the positive weights, 4M weights at a time, indices increasing."""
+        for lo in range(0, len(self.weights), _WOR_CHUNK):
+            w = np.asarray(self.weights[lo : lo + _WOR_CHUNK], dtype=np.float64)
+            idx = np.flatnonzero(w > 0)
+            keys = np.empty(len(idx), dtype=np.float64)
+            for a in range(0, len(idx), _KEY_STEP):  # cache-sized temporaries
+                i = idx[a : a + _KEY_STEP]
+                e = keys[a : a + _KEY_STEP]
+                np.negative(np.log1p(-uniform(key, i + lo)), out=e)  # Exp(1): uniform < 1
+                e /= w[i]
+            idx += lo
+            yield idx, keys
 
     def _order(self, seed: int, epoch: int, rnd: int, need: int) -> np.ndarray:
         """At least the first ``need`` indices of round ``rnd``, by increasing key (cached).
@@ -292,19 +293,17 @@ class WeightedWithoutReplacement:
         key = make_key(seed, epoch, WOR, rnd)
         need = max(need, min(self.num_samples, self.positive))
         if need >= self.positive:  # every positive weight is drawn: one array, one sort
-            n = len(self.weights)
-            idx = np.empty(self.positive, dtype=np.int32 if n < 2**31 else np.int64)
+            small = len(self.weights) < 2**31
+            idx = np.empty(self.positive, dtype=np.int32 if small else np.int64)
             keys = np.empty(self.positive, dtype=np.float64)
             at = 0
-            for lo in range(0, n, _WOR_CHUNK):  # no N-sized temporaries beside the two
-                ci, ck = self._keys(key, lo, lo + _WOR_CHUNK)
+            for ci, ck in self._chunks(key):  # no N-sized temporaries beside the two
                 idx[at : at + len(ci)], keys[at : at + len(ci)] = ci, ck
                 at += len(ci)
             order = sort_by_key(keys, idx)
         else:  # keep the `need` smallest keys seen so far
             idx, keys = np.empty(0, dtype=np.int64), np.empty(0)
-            for lo in range(0, len(self.weights), _WOR_CHUNK):
-                ci, ck = self._keys(key, lo, lo + _WOR_CHUNK)
+            for ci, ck in self._chunks(key):
                 keys, idx = np.concatenate([keys, ck]), np.concatenate([idx, ci])
                 if len(keys) > need:
                     part = np.argpartition(keys, need - 1)[:need]
