@@ -153,6 +153,23 @@ def test_coverage_every_member_before_any_repeat():
         assert len(set(minority[q * 77 : (q + 1) * 77].tolist())) == 77
 
 
+def test_coverage_continues_across_epochs_under_a_schedule():
+    # With shares that change every epoch, each class's member stream starts where the draws
+    # of all earlier epochs left it: still every member before any repeats, and each cycle a
+    # permutation of the whole class.
+    s = DWS(labels=CARS, class_weights=W.Progressive(3), num_replicas=1, rank=0)
+    stream = []
+    for e in range(5):
+        s.set_epoch(e)
+        stream += list(s)
+    stream = np.array(stream)
+    for cls, size in ((0, 2246), (1, 77)):
+        members = stream[CARS[stream] == cls]
+        assert first_repeat(members.tolist()) == min(size, len(members))
+        for q in range(len(members) // size):
+            assert len(set(members[q * size : (q + 1) * size].tolist())) == size
+
+
 def test_stratified_batches_vary_less_than_iid():
     def per_batch_sd(**kw):
         s = DWS(labels=CARS, **kw, num_replicas=1, rank=0)

@@ -213,6 +213,7 @@ class Stratified:
     replacement: bool = True
     epoch_dependent: bool = False
     _counts: dict = field(default_factory=dict, repr=False)
+    _bases: dict = field(default_factory=dict, repr=False)
 
     def counts(self, epoch: int) -> np.ndarray:
         """Draws of each class in one epoch (exact, largest remainder)."""
@@ -221,9 +222,13 @@ class Stratified:
         return self._counts[epoch]
 
     def _stream_base(self, epoch: int) -> np.ndarray:
-        if self.epoch_dependent:
-            return sum((self.counts(e) for e in range(epoch)), np.zeros(len(self.index.names), int))
-        return epoch * self.counts(epoch)
+        """Draws of each class in every epoch before ``epoch`` (where its member streams start)."""
+        if not self.epoch_dependent:
+            return epoch * self.counts(epoch)
+        if epoch not in self._bases:  # a schedule: the sum over earlier epochs, once per epoch
+            prior = [self.counts(e) for e in range(epoch)]
+            self._bases[epoch] = sum(prior, np.zeros(len(self.index.names), dtype=np.int64))
+        return self._bases[epoch]
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         counts = self.counts(epoch)
