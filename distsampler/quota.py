@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 
 import numpy as np
-from torch.utils.data import Sampler
 
-from ._core.checks import MAX_SEED, MAX_SIZE, check_bool, check_int
+from ._batch import BatchPlanSampler
+from ._core.checks import MAX_SIZE, check_bool, check_int
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan
-from ._core.sharding import Shard, resolve_world
-from ._core.state import Config, EpochState, config_value
+from ._core.sharding import resolve_world
+from ._core.state import Config, config_value
 from .groups import GroupIndex
 
 __all__ = ["DistributedQuotaBatchSampler"]
 
 POLICIES = ("cycle", "replace")
-_CHUNK_INDICES = 1 << 16  # indices a chunk, as for the index sampler
-_FIRST_INDICES = 1 << 10  # the first chunk
 
 
-class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
+class DistributedQuotaBatchSampler(BatchPlanSampler):
     """Mini-batches with an exact quota per group on every rank, from one global plan.
 
     The plan is a stream of global micro-batches (each ``batch_size`` indices); micro-batch
@@ -54,6 +52,10 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         rank: this process's rank, found the same way.
         seed: plan seed, identical on every rank.
         shuffle_within_batch: shuffle each batch (else grouped in label order).
+        drop_last: drop the epoch's last micro-batches that do not fill a round of the world
+            size (default: the round is completed with the plan's continuation).
+        dataset_size: ``len(dataset)``, checked against ``len(labels)`` (recommended: a
+            mismatch otherwise goes unnoticed with a plain ``DataLoader``).
 
     Trap: the even spread of a float share holds for the global stream of batches. A rank
     reads every ``W``-th batch, so its own prefix can drift further from ``k`` times the share
@@ -85,15 +87,16 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         rank: int | None = None,
         seed: int = 0,
         shuffle_within_batch: bool = True,
+        drop_last: bool = False,
+        dataset_size: int | None = None,
     ) -> None:
+        self._init_batches(num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
+        world = self.num_replicas
         self.index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
+        self._check_dataset_size(dataset_size)
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.seed = check_int("seed", seed, 0, MAX_SEED)
+        self._batch_hint = self.batch_size
         self.shuffle_within_batch = check_bool("shuffle_within_batch", shuffle_within_batch)
-        world, rnk = resolve_world(num_replicas, rank)
-        self._shard = Shard(world, rnk, 1)
-        self.num_replicas, self.rank = world, rnk
-        self.drop_last = False
         self._per_batch = self._parse_quotas(quotas)
         self._cycled = self._parse_policies(policies)
         self.quotas = dict(quotas)
@@ -128,7 +131,6 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             self.shuffle_within_batch,
             self._float_named,
         )
-        self.sampler = _EpochForwarder(self)
 
     @classmethod
     def with_epoch_fractions(
@@ -267,10 +269,9 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
         """Draws of each group in one epoch (``epoch_batches`` global micro-batches), exact."""
         return self._plan.per_epoch_counts()
 
-    def batches(self, micro_batches: np.ndarray, epoch: int | None = None) -> np.ndarray:
-        """Global micro-batches (sorted indices into the epoch's plan) as a ``(n, B)`` array."""
-        ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)
-        return self._plan.draw(self.seed, ep, np.asarray(micro_batches, dtype=np.int64))
+    def _draw(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        """Global micro-batches as a ``(n, batch_size)`` array of dataset indices."""
+        return self._plan.draw(self.seed, epoch, micro_batches)
 
     # -- the sampler protocol --------------------------------------------------------------------
     def _config(self) -> Config:
@@ -283,6 +284,8 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
             "seed": self.seed,
             "shuffle_within_batch": self.shuffle_within_batch,
         }
+        if self.drop_last:  # absent when False: states saved by 0.2 still load
+            config["drop_last"] = True
         for name, per, cyc in zip(self.index.names, self._per_batch, self._cycled, strict=True):
             config[f"quota[{name!r}]"] = float(per)
             config[f"policy[{name!r}]"] = "cycle" if cyc else "replace"
@@ -290,28 +293,3 @@ class DistributedQuotaBatchSampler(Sampler[list[int]], EpochState):
 
     def _draws(self) -> int:
         return self.epoch_batches * self.batch_size
-
-    def _total(self) -> int:
-        return self.epoch_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        chunk = max(1, _CHUNK_INDICES // self.batch_size)
-        first = max(1, _FIRST_INDICES // self.batch_size)
-        return self._serve(chunk, self.batches, first=first, per_list=self.batch_size)
-
-
-class _EpochForwarder:
-    """``batch_sampler.sampler``: lets ``DataLoaderShard.set_epoch`` reach the batch sampler.
-
-    Accelerate calls ``batch_sampler.batch_sampler.sampler.set_epoch`` on a prepared loader;
-    this object forwards that call to the quota sampler.
-    """
-
-    def __init__(self, owner: DistributedQuotaBatchSampler) -> None:
-        self._owner = owner
-
-    def set_epoch(self, epoch: int) -> None:
-        self._owner.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self._owner) * self._owner.batch_size

@@ -123,7 +123,8 @@ class EpochState:
         return self._done + length - it.__length_hint__()
 
     def _serve(self, chunk: int, compute, first: int | None = None, per_list: int = 1) -> Iterator:
-        """Serve this rank's share: ``compute(units)`` gives an array of items (one row each).
+        """Serve this rank's share: ``compute(units)`` gives an array of items (one row each), or
+        a list of Python lists when rows differ in length (token-budget batches).
 
         Chunks start at ``first`` units (default ``chunk``) and double up to ``chunk``, so the
         first item waits for a small chunk only. A chunk's array becomes Python objects
@@ -144,7 +145,8 @@ class EpochState:
             hi = min(n, lo + size)
             arr = compute(self._local_units(lo, hi))
             for at in range(0, len(arr), rows):
-                items = arr[at : at + rows].tolist()
+                part = arr[at : at + rows]  # an array, or a list of ragged rows (lists)
+                items = part if isinstance(part, list) else part.tolist()
                 it = iter(items)
                 self._chunk = (len(items), it)
                 yield it
