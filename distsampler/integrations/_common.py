@@ -4,29 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._batch import BatchPlanSampler
 from .._core.checks import check_int
-from ..quota import DistributedQuotaBatchSampler
 from ..weighted import DistributedWeightedSampler
 
-OurSampler = DistributedWeightedSampler | DistributedQuotaBatchSampler
-OUR_SAMPLERS = (DistributedWeightedSampler, DistributedQuotaBatchSampler)
+OurSampler = DistributedWeightedSampler | BatchPlanSampler
+OUR_SAMPLERS = (DistributedWeightedSampler, BatchPlanSampler)
 
 
 def check_sampler(sampler: Any) -> None:
-    if not isinstance(sampler, (DistributedWeightedSampler, DistributedQuotaBatchSampler)):
+    if not isinstance(sampler, OUR_SAMPLERS):
         raise TypeError(
-            "sampler should be a DistributedWeightedSampler or a DistributedQuotaBatchSampler, "
+            "sampler should be a DistributedWeightedSampler or one of distsampler's batch "
+            "samplers (DistributedQuotaBatchSampler, ...), "
             f"but got {type(sampler).__name__}"
         )
 
 
+def fixed_batch_size(sampler: OurSampler) -> int | None:
+    """A batch sampler's local batch size when every batch has it; else ``None``."""
+    return getattr(sampler, "batch_size", None) if is_batch_sampler(sampler) else None
+
+
+def is_batch_sampler(sampler: Any) -> bool:
+    """One of our batch samplers (its items are whole local batches)."""
+    return isinstance(sampler, BatchPlanSampler)
+
+
 def items_per_batch(sampler: OurSampler, batch_size: int | None) -> int:
     """Items of the sampler's state per local batch (indices; or 1 for a batch sampler)."""
-    if isinstance(sampler, DistributedQuotaBatchSampler):
-        if batch_size is not None and batch_size != sampler.batch_size:
+    if is_batch_sampler(sampler):
+        fixed = fixed_batch_size(sampler)
+        if batch_size is not None and fixed is not None and batch_size != fixed:
             raise ValueError(
-                f"batch_size={batch_size} differs from the quota sampler's "
-                f"batch_size={sampler.batch_size}; leave it out"
+                f"batch_size={batch_size} differs from the {type(sampler).__name__}'s "
+                f"batch_size={fixed}; leave it out"
             )
         return 1
     if batch_size is None:

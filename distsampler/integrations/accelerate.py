@@ -17,8 +17,14 @@ from typing import Any
 from torch.utils.data import DataLoader, Sampler
 
 from .._core.checks import check_int
-from ..quota import DistributedQuotaBatchSampler
-from ._common import OurSampler, check_dataset_size, check_sampler, items_per_batch
+from ._common import (
+    OurSampler,
+    check_dataset_size,
+    check_sampler,
+    fixed_batch_size,
+    is_batch_sampler,
+    items_per_batch,
+)
 from .checkpoint import SamplerCheckpoint
 from .double_sharding import check_not_double_sharded
 
@@ -52,16 +58,15 @@ class AccelerateBatches(Sampler[list[int]]):
             )
         # DataLoaderShard.set_epoch reaches `batch_sampler.batch_sampler.sampler.set_epoch`.
         self.sampler = sampler
-        quota = isinstance(sampler, DistributedQuotaBatchSampler)
         # BatchSamplerShard checks batch sizes only when it knows one: a weighted sampler's last
         # local batch may be short, so it gets None. drop_last=True: never loop back to the
         # first batches to even out lengths (ours are already equal on all ranks).
-        self.batch_size = sampler.batch_size if quota else None
+        self.batch_size = fixed_batch_size(sampler)
         self.drop_last = True
 
     def local_batches(self) -> Iterator[list[int]]:
         """This rank's batches, once each (what the rank trains on)."""
-        if isinstance(self.sampler, DistributedQuotaBatchSampler):
+        if is_batch_sampler(self.sampler):
             yield from self.sampler
             return
         batch: list[int] = []

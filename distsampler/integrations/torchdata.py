@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ._common import OUR_SAMPLERS
-
 __all__ = ["find_sampler_state"]
+
+#: The keys of every distsampler state (any sampler of ours, batch samplers included).
+_STATE_KEYS = frozenset({"version", "sampler", "config", "epoch", "consumed"})
 
 
 def find_sampler_state(loader_state: Any) -> dict:
@@ -30,10 +31,9 @@ def find_sampler_state(loader_state: Any) -> dict:
 
 
 def _sampler_states(obj: Any, depth: int = 0) -> Iterator[dict]:
-    names = tuple(cls.__name__ for cls in OUR_SAMPLERS)
     if not isinstance(obj, dict) or depth > 8:
         return
-    if obj.get("sampler") in names and {"config", "epoch", "consumed"} <= set(obj):
+    if isinstance(obj.get("sampler"), str) and set(obj) >= _STATE_KEYS:
         yield obj
         return
     for value in obj.values():

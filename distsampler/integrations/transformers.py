@@ -45,8 +45,13 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
-from ..quota import DistributedQuotaBatchSampler
-from ._common import OUR_SAMPLERS, OurSampler, check_dataset_size
+from ._common import (
+    OUR_SAMPLERS,
+    OurSampler,
+    check_dataset_size,
+    fixed_batch_size,
+    is_batch_sampler,
+)
 from .accelerate import AccelerateBatches
 from .double_sharding import check_not_double_sharded
 
@@ -85,7 +90,7 @@ class _TrainerBatches(AccelerateBatches):
     """
 
     def __init__(self, sampler: OurSampler, batch_size: int, num_processes: int, drop_last: bool):
-        quota = isinstance(sampler, DistributedQuotaBatchSampler)
+        quota = is_batch_sampler(sampler)
         super().__init__(sampler, None if quota else batch_size, num_processes)
         self.local_batch_size = batch_size
         self.drop_short = bool(drop_last) and not quota
@@ -98,7 +103,7 @@ class _TrainerBatches(AccelerateBatches):
 
     def num_local_batches(self) -> int:
         """Local batches of the next pass (the rest of the epoch after a loaded state)."""
-        if isinstance(self.sampler, DistributedQuotaBatchSampler):
+        if is_batch_sampler(self.sampler):
             return len(self.sampler)
         items, b = len(self.sampler), self.local_batch_size
         return items // b if self.drop_short else -(-items // b)
@@ -189,8 +194,9 @@ class SamplerTrainerMixin:
     def __init__(self, *args: Any, train_sampler: OurSampler | None = None, **kwargs: Any):
         if not isinstance(train_sampler, OUR_SAMPLERS):
             raise TypeError(
-                f"{type(self).__name__} needs train_sampler=, a DistributedWeightedSampler or a "
-                f"DistributedQuotaBatchSampler, but got {type(train_sampler).__name__}"
+                f"{type(self).__name__} needs train_sampler=, a DistributedWeightedSampler or one "
+                "of distsampler's batch samplers (DistributedQuotaBatchSampler, ...), "
+                f"but got {type(train_sampler).__name__}"
             )
         super().__init__(*args, **kwargs)
         self.train_sampler = train_sampler
@@ -213,12 +219,13 @@ class SamplerTrainerMixin:
     def _check_setup(self) -> None:
         args, sampler = self.args, self.train_sampler
         batch = args.per_device_train_batch_size
-        if isinstance(sampler, DistributedQuotaBatchSampler):
-            if sampler.batch_size != batch:
+        if is_batch_sampler(sampler):
+            fixed = fixed_batch_size(sampler)
+            if fixed is not None and fixed != batch:
                 raise ValueError(
-                    f"the quota sampler's batch_size={sampler.batch_size} differs from "
+                    f"the {type(sampler).__name__}'s batch_size={fixed} differs from "
                     f"per_device_train_batch_size={batch}: build it with batch_size={batch} "
-                    f"(or set per_device_train_batch_size={sampler.batch_size})"
+                    f"(or set per_device_train_batch_size={fixed})"
                 )
         elif sampler.block_size != batch:
             raise ValueError(
@@ -421,7 +428,7 @@ class SamplerTrainerMixin:
     def _distsampler_state(self) -> dict:
         """The sampler's resume point after the micro-batches the loop trained (JSON-safe)."""
         sampler, progress = self.train_sampler, self._distsampler_progress
-        per_batch = 1 if isinstance(sampler, DistributedQuotaBatchSampler) else None
+        per_batch = 1 if is_batch_sampler(sampler) else None
         items = progress.used * (per_batch or self.args.per_device_train_batch_size)
         return sampler.state_dict(consumed=items)
 
