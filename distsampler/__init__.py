@@ -5,6 +5,8 @@ Public names:
 * `DistributedWeightedSampler`: weighted sampling (per-sample weights, or labels plus a class
   weighting), with or without replacement.
 * `DistributedQuotaBatchSampler`: an exact quota per group in every local mini-batch.
+* `DistributedBucketBatchSampler`: batches of similar size (length, aspect ratio, token
+  budget) cut from a weighted or quota source's stream, its balance kept.
 * `GroupIndex`: the groups, from labels, label sets (multi-label) or sizes (ranges); build
   once, save, memory-map in every rank.
 * `WeightIndex`: per-sample weights prepared for O(1) draws; build once, save, memory-map.
@@ -14,8 +16,10 @@ Module map (read in this order):
 
 ===========================  ================================================================
 ``weighted``, ``quota``      the two samplers: thin, stateful (configuration, epoch, resume)
+``bucketed``, ``sizes``      size-bucketed batches of a source's stream; per-sample sizes
 ``_core/plan.py``            every index plan: ``(seed, epoch, position) -> dataset index``
 ``_core/quota_plan.py``      the quota plan: ``(seed, epoch, micro-batch) -> batch``
+``_core/bucket_plan.py``     the bucket plan: a source's windows cut into batches by size
 ``_core/keyed.py``           counter-based randomness: keys, keyed hash, keyed bijection
 ``_core/strata.py``          stratified class order with random access (Beatty tree)
 ``_core/sharding.py``        the world, and which plan positions a rank reads
@@ -31,12 +35,14 @@ Module map (read in this order):
 """
 
 from . import weights
+from .bucketed import DistributedBucketBatchSampler
 from .groups import GroupIndex
 from .quota import DistributedQuotaBatchSampler
 from .weight_index import WeightIndex
 from .weighted import DistributedWeightedSampler
 
 __all__ = [
+    "DistributedBucketBatchSampler",
     "DistributedQuotaBatchSampler",
     "DistributedWeightedSampler",
     "GroupIndex",
