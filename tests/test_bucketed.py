@@ -231,6 +231,14 @@ def test_batch_sizes_are_shuffled_over_the_epoch_and_differ_between_epochs(mode)
 
 
 # -- padding and balance --------------------------------------------------------------------------
+def test_oversampled_copies_are_spread_over_batches():
+    """A balanced source repeats each minority sample ~10 times an epoch; sorted by size the
+    copies sit side by side, and are traded to the nearest batches."""
+    source = weighted()
+    for b in make(source, LENGTHS, 2, 1, batch_size=16):
+        assert len(set(b)) == 16
+
+
 def test_bucketing_pads_less_than_random_batches():
     source = weighted()
     s = make(source, LENGTHS, 1, 0, batch_size=16)
@@ -272,7 +280,10 @@ def test_aspect_ratio_batches_group_by_ratio_and_buckets():
     spread = np.mean([np.ptp(ratio[b]) for b in s])
     rand = source.indices(np.arange(len(s) * 8)).reshape(-1, 8)
     assert spread < 0.2 * np.mean(np.ptp(ratio[rand], axis=1))
-    two = make(source, HW, 1, 0, batch_size=8, buckets=[1.0])
+    plain = DistributedWeightedSampler(
+        weights=np.ones(N), replacement=False, num_replicas=1, rank=0
+    )
+    two = make(plain, HW, 1, 0, batch_size=8, buckets=[1.0])  # no repeats to trade apart
     mixed = [b for b in two if len({bool(ratio[i] >= 1) for i in b}) > 1]
     assert len(mixed) <= two._plan.num_windows  # at most one batch a window straddles it
 

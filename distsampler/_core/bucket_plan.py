@@ -168,9 +168,10 @@ def deal_by_signature(items: np.ndarray, sig: np.ndarray, key: np.ndarray) -> np
 def _separate_repeats(items: np.ndarray, sig: np.ndarray) -> None:
     """Move a sample repeated within a row to another row, swapping with the same signature.
 
-    Sorting puts the copies of a sample side by side, so a dealing could put them in one
-    batch although the source spread them; the nearest row (by index) that lacks the sample
-    and whose swapped sample is new to this row takes the extra copy. In place; rows whose
+    Sorting puts the copies of a sample side by side (an oversampled sample, a small cycled
+    group), so a cut could put them in one batch although the source spread them; the nearest
+    row (rows are in size order: the most similar sizes) that lacks the sample and whose
+    swapped sample is new to this row takes the extra copy. In place; rows whose
     repeats no swap can remove (a group smaller than its quota) keep them, as the source did.
     """
     ordered = np.sort(items, axis=1)
@@ -185,8 +186,8 @@ def _separate_repeats(items: np.ndarray, sig: np.ndarray) -> None:
             if x not in seen:
                 seen.add(x)
                 continue
-            for j in sorted(range(len(items)), key=lambda j: (abs(j - i), j)):
-                if j == i or x in rows[j]:
+            for j in _nearest(i, len(items)):
+                if x in rows[j]:
                     continue
                 cand = np.flatnonzero((sig[j] == sig[i, s]) & ~np.isin(items[j], list(rows[i])))
                 if cand.size:
@@ -198,6 +199,55 @@ def _separate_repeats(items: np.ndarray, sig: np.ndarray) -> None:
                     break
             else:
                 seen.add(x)
+
+
+def _separate_repeats_runs(runs: list[list[int]], size: dict, budget: float) -> None:
+    """:func:`_separate_repeats` for token-budget runs: a swap must keep both runs in budget.
+
+    ``size`` maps each sample of the runs to its size; a run's cost is bounded by its length
+    times the larger of its largest size and the incoming sample's. In place.
+    """
+    sets = [set(r) for r in runs]
+    bad = [i for i, r in enumerate(runs) if len(sets[i]) < len(r)]
+    if not bad:
+        return
+    top = [max(size[x] for x in r) for r in runs]
+    for i in bad:
+        seen: set[int] = set()
+        for s, x in enumerate(runs[i]):
+            if x not in seen:
+                seen.add(x)
+                continue
+            for j in _nearest(i, len(runs)):
+                if x in sets[j] or len(runs[j]) * max(top[j], size[x]) > budget:
+                    continue
+                t = next(
+                    (
+                        t
+                        for t, y in enumerate(runs[j])
+                        if y not in sets[i] and len(runs[i]) * max(top[i], size[y]) <= budget
+                    ),
+                    None,
+                )
+                if t is not None:
+                    y = runs[j][t]
+                    runs[i][s], runs[j][t] = y, x
+                    sets[i], sets[j] = set(runs[i]), set(runs[j])
+                    top[i] = max(size[v] for v in runs[i])
+                    top[j] = max(size[v] for v in runs[j])
+                    seen.add(y)
+                    break
+            else:
+                seen.add(x)
+
+
+def _nearest(i: int, n: int):
+    """Rows other than ``i`` by distance to it (the lower first on ties)."""
+    for d in range(1, n):
+        if i - d >= 0:
+            yield i - d
+        if i + d < n:
+            yield i + d
 
 
 @dataclass
@@ -395,7 +445,9 @@ class BucketPlan:
         lo, hi = self.window_span(region, w)
         idx = self.draw_positions(epoch, np.arange(lo, hi, dtype=np.int64))
         order = self._sorted(np.asarray(self.sizes[idx]), wkey)
-        return self._shuffled(idx[order].reshape(-1, self.batch_size), wkey)  # (G, B)
+        rows = idx[order].reshape(-1, self.batch_size)  # (G, B), in size order
+        _separate_repeats(rows, np.zeros(rows.shape, dtype=np.int64))  # oversampled copies
+        return self._shuffled(rows, wkey)
 
     def _quota_window(self, epoch: int, region: int, w: int, wkey: int) -> np.ndarray:
         lo, hi = self.window_span(region, w)
@@ -416,12 +468,16 @@ class BucketPlan:
         desc = s[order]
         integral = desc.dtype.kind in "iu"
         starts = min_budget_runs(desc, self.max_tokens, integral) + [len(desc)]
-        items = idx[order]
+        items = idx[order].tolist()
         g = len(starts) - 1
+        runs = [items[starts[j] : starts[j + 1]] for j in range(g)]  # in size order
+        if len(set(items)) < len(items):  # oversampled copies: spread them over the runs
+            size = dict(zip(items, desc.tolist(), strict=True))
+            _separate_repeats_runs(runs, size, self.max_tokens)
         perm = permute(np.arange(g), g, derive(wkey, 1))
         out = []
         for j in perm.tolist():
-            run = items[starts[j] : starts[j + 1]]
+            run = np.asarray(runs[j], dtype=np.int64)
             within = hash64(derive(wkey, 2, j), np.arange(len(run), dtype=np.int64))
             out.append(run[np.argsort(within)].tolist())
         return out
