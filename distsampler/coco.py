@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["image_categories", "load_coco"]
+__all__ = ["image_categories", "image_sizes", "load_coco"]
 
 
 def load_coco(annotation_file: str | os.PathLike | Mapping) -> Mapping:
@@ -50,3 +50,33 @@ def image_categories(coco: Mapping) -> tuple[np.ndarray, list[list[int]]]:
         if c not in cats[k]:
             cats[k].append(c)
     return ids, cats
+
+
+def image_sizes(coco: Mapping) -> np.ndarray:
+    """``(height, width)`` of every image, ``(N, 2)`` int64, in the order of ``images``.
+
+    The sizes for :class:`~distsampler.DistributedBucketBatchSampler` (aspect-ratio batches),
+    read from the file's metadata, never from the images. Every image must give a positive
+    integer ``height`` and ``width``.
+
+    Examples:
+        >>> image_sizes({"images": [{"id": 7, "height": 480, "width": 640}]}).tolist()
+        [[480, 640]]
+    """
+    images = coco["images"]
+    out = np.empty((len(images), 2), dtype=np.int64)
+    for k, img in enumerate(images):
+        for j, field in enumerate(("height", "width")):
+            value = img.get(field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(
+                    f"annotation_file: image {img.get('id')!r} (images[{k}]) should have a "
+                    f"positive {field}, but got {field}={value!r}"
+                )
+            if value != int(value):
+                raise ValueError(
+                    f"annotation_file: image {img.get('id')!r} (images[{k}]) should have an "
+                    f"integer {field}, but got {field}={value!r}"
+                )
+            out[k, j] = int(value)
+    return out

@@ -473,7 +473,8 @@ def from_coco(
     *,
     multilabel: bool = False,
     background: Hashable = None,
-) -> tuple[np.ndarray, Any]:
+    with_sizes: bool = False,
+) -> tuple:
     """Groups of the images of a COCO annotation file, in the order of its ``images``.
 
     Two modes:
@@ -489,6 +490,10 @@ def from_coco(
     Sample ``i`` of a dataset built from the same file in the same order is image
     ``image_ids[i]``.
 
+    ``with_sizes=True`` appends a third value: the ``(height, width)`` of each returned image,
+    ``(len(image_ids), 2)``, the sizes of a
+    :class:`~distsampler.DistributedBucketBatchSampler` (aspect-ratio batches).
+
     Examples:
         >>> coco = {"images": [{"id": 7}, {"id": 9}],
         ...         "categories": [{"id": 1, "name": "scratch"}, {"id": 2, "name": "dent"}],
@@ -498,16 +503,18 @@ def from_coco(
         >>> ids.tolist(), index.names, [index.group(g).tolist() for g in range(3)]
         ([7, 9], ('dent', 'ok', 'scratch'), [[0], [1], [0]])
     """
-    from .coco import image_categories, load_coco
+    from .coco import image_categories, image_sizes, load_coco
 
     coco = load_coco(annotation_file)
     ids, cats = image_categories(coco)
+    with_sizes = check_bool("with_sizes", with_sizes)
     if check_bool("multilabel", multilabel):
         if groups is not None or default is not None:
             raise TypeError("multilabel=True uses every category: pass background=, not groups=")
         name_of = {int(c["id"]): c.get("name", int(c["id"])) for c in coco.get("categories", [])}
         sets = [[name_of.get(c, c) for c in image] for image in cats]
-        return ids, GroupIndex.from_label_sets(sets, background=background)
+        index = GroupIndex.from_label_sets(sets, background=background)
+        return (ids, index, image_sizes(coco)) if with_sizes else (ids, index)
     if background is not None:
         raise TypeError("background= is for multilabel=True; single-label mode uses default=")
     if not groups:
@@ -527,4 +534,6 @@ def from_coco(
             continue
         keep.append(k)
         labels.append(names[min(found)] if found else default)
+    if with_sizes:
+        return ids[keep], np.asarray(labels), image_sizes(coco)[keep]
     return ids[keep], np.asarray(labels)
