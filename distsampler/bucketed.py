@@ -110,6 +110,8 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
                 f"but got {type(source).__name__}"
             )
         self.source = source
+        #: The source's label index (``None`` for a ``weights=`` source).
+        self.index = getattr(source, "index", None)
         self.sizes = check_sizes(sizes, source.dataset_size)
         self._check_dataset_size(dataset_size)
         if (batch_size is None) == (max_tokens is None) and not (quota and max_tokens is None):

@@ -166,6 +166,11 @@ class SamplerTrainerMixin:
             ``block_size == args.per_device_train_batch_size`` or a
             :class:`~distsampler.DistributedQuotaBatchSampler` with that ``batch_size``, built
             the normal way (under torchrun it finds its rank itself), over ``train_dataset``.
+            With ``train_sampling_strategy="group_by_length"`` (``group_by_length=True``
+            before transformers 5) a weighted or quota sampler becomes the source of a
+            :class:`~distsampler.DistributedBucketBatchSampler` (lengths from the dataset's
+            ``length_column_name`` column, else its ``input_ids``); Trainer's other sampling
+            strategies are refused.
 
     Guarantees, under ``torchrun --nproc_per_node=W`` with any ``gradient_accumulation_steps``
     and ``dataloader_num_workers``: each rank trains on exactly the sampler's local batches, in
@@ -199,7 +204,7 @@ class SamplerTrainerMixin:
                 f"but got {type(train_sampler).__name__}"
             )
         super().__init__(*args, **kwargs)
-        self.train_sampler = train_sampler
+        self.train_sampler = _group_by_length(train_sampler, self.args, self.train_dataset)
         self._check_setup()
         world = self.accelerator.num_processes
         self._distsampler_batches = _TrainerBatches(
@@ -448,6 +453,52 @@ class SamplerTrainerMixin:
                 json.dump(saved, f, indent=1)
             os.replace(tmp, os.path.join(folder, _STATE_FILE))
         super()._save_checkpoint(model, trial)
+
+
+def _group_by_length(sampler: OurSampler, args: Any, dataset: Any) -> OurSampler:
+    """Length grouping (``train_sampling_strategy="group_by_length"``, or ``group_by_length=True``
+    before transformers 5): the sampler's stream in length-bucketed batches, or a refusal.
+
+    A weighted or quota sampler becomes the source of a
+    :class:`~distsampler.DistributedBucketBatchSampler` with ``per_device_train_batch_size``,
+    the lengths read from the dataset's ``args.length_column_name`` column, else from the
+    lengths of its ``input_ids`` (never by iterating the dataset's samples). A bucket sampler
+    passes as it is.
+    """
+    from ..bucketed import DistributedBucketBatchSampler
+    from ..quota import DistributedQuotaBatchSampler
+    from ..sizes import from_hf_dataset
+    from ..weighted import DistributedWeightedSampler
+
+    strategy = getattr(args, "train_sampling_strategy", "random")  # transformers >= 5
+    if strategy not in ("random", "group_by_length"):
+        raise ValueError(
+            f"train_sampling_strategy={strategy!r} would replace the order the train_sampler "
+            "decides; leave it at 'random' (or 'group_by_length' for length-bucketed batches)"
+        )
+    if not (getattr(args, "group_by_length", False) or strategy == "group_by_length"):
+        return sampler
+    if isinstance(sampler, DistributedBucketBatchSampler):
+        return sampler
+    names = getattr(dataset, "column_names", None) or []
+    column = next((c for c in (args.length_column_name, "input_ids") if c in names), None)
+    if column is None or not isinstance(
+        sampler, (DistributedWeightedSampler, DistributedQuotaBatchSampler)
+    ):
+        raise ValueError(
+            "group_by_length needs each sample's length: a datasets.Dataset with a "
+            f"{args.length_column_name!r} or 'input_ids' column and a weighted or quota "
+            "train_sampler; or pass train_sampler=DistributedBucketBatchSampler(source, "
+            "sizes, batch_size=per_device_train_batch_size) yourself"
+        )
+    return DistributedBucketBatchSampler(
+        sampler,
+        from_hf_dataset(dataset, column),
+        batch_size=args.per_device_train_batch_size,
+        seed=sampler.seed,
+        num_replicas=sampler.num_replicas,
+        rank=sampler.rank,
+    )
 
 
 class SamplerTrainer(SamplerTrainerMixin, Trainer):
