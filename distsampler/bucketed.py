@@ -57,9 +57,16 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             bucket and shuffle inside a bucket (``buckets=[1.0]`` is the two aspect-ratio
             groups of detectron2 and mmdet). ``batch_size`` mode only.
         window: samples per window (consecutive positions of the source's stream). Default:
-            ``64 * batch_size``, or 8192 with ``max_tokens``. Larger windows pad less, while
-            resuming and the first batch cost one window. With ``batch_size`` it must be a
-            multiple of the batch size.
+            ``64 * align * batch_size`` (64 runs of batches), or 8192 with ``max_tokens``.
+            Larger windows pad less, while resuming and the first batch cost one window.
+            With ``batch_size`` it must be a multiple of ``align * batch_size``.
+        align: keep runs of ``align`` consecutive micro-batches of similar size together
+            (their runs are shuffled). Set it to the world size (or a multiple: 8 serves
+            W = 1, 2, 4, 8) so that the local batches of a global step pad alike and no rank
+            waits for a longer batch; the stream depends on ``align``, never on ``W``.
+            Default 1: every micro-batch shuffled on its own (``max_tokens`` batches cost
+            about the same anyway; there a window's runs stay aligned only when its batch
+            count is a multiple of ``align``).
         seed: seed of the reordering (the source's own seed chooses its samples; both shape
             the plan).
         num_replicas: the world size (default: ``torch.distributed``, torchrun's env, 1).
@@ -96,6 +103,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         max_tokens: int | float | None = None,
         buckets: Any = None,
         window: int | None = None,
+        align: int = 1,
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
@@ -129,6 +137,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         else:
             self._init_tokens(max_tokens, buckets)
         self.buckets = self._parse_buckets(buckets)
+        self.align = check_int("align", align, 1)
         self.window = self._parse_window(window)
         if quota:
             units, per_unit = source.epoch_batches, source.batch_size
@@ -147,10 +156,9 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             draw_batches=self._source_batches if quota else None,
             signature=self._signature if quota else None,
             edges=self.buckets,
+            align=self.align,
             cache_windows=max(4, 2 * self.num_replicas + 2),
         )
-        self._batch_hint = self.batch_size or 16
-        self._chunk_batches = max(1, self._plan.window // (1 if quota else self._batch_hint))
 
     # -- construction ------------------------------------------------------------------------
     def _init_quota(self, source: DistributedQuotaBatchSampler, batch_size, max_tokens) -> None:
@@ -207,13 +215,12 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         if window is None:
             if self.max_tokens is not None:
                 return _WINDOW_TOKENS
-            return _WINDOW_BATCHES * self.batch_size
+            return _WINDOW_BATCHES * self.align * self.batch_size
         window = check_int("window", window, 1)
-        step = self.batch_size if self.max_tokens is None else 1
-        if window % step:
+        if self.max_tokens is None and window % (self.align * self.batch_size):
             raise ValueError(
-                f"window should be a multiple of batch_size={step} (whole batches), but got "
-                f"window={window}"
+                f"window should be a multiple of align x batch_size = {self.align} x "
+                f"{self.batch_size} (whole runs of whole batches), but got window={window}"
             )
         return window
 
@@ -253,6 +260,19 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         return self._plan.epoch_batches(self.epoch)
 
     @property
+    def _batch_hint(self) -> int:  # type: ignore[override]
+        """Samples per batch: exact, or the epoch's mean with ``max_tokens`` (after its pass)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return max(1, self._plan.epoch_units // max(1, self.epoch_batches))
+
+    @property
+    def _chunk_batches(self) -> int:  # type: ignore[override]
+        """About one window of micro-batches: a window is computed once for all its batches."""
+        units_per_batch = 1 if self._plan.quota else self._batch_hint
+        return max(1, self._plan.window // units_per_batch)
+
+    @property
     def dataset_size(self) -> int:
         """Samples the sampler indexes (one per size): must equal ``len(dataset)``."""
         return len(self.sizes)
@@ -277,6 +297,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             if self.buckets is None
             else hashlib.blake2b(self.buckets.tobytes(), digest_size=6).hexdigest(),
             "window": self.window,
+            "align": self.align,
             "seed": self.seed,
             "drop_last": self.drop_last,
         }

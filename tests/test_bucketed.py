@@ -75,9 +75,12 @@ MODES = {
     world=st.integers(1, 8),
     mode=st.sampled_from(["batch", "tokens"]),
     drop_last=st.booleans(),
+    align=st.sampled_from([1, 1, 3, 4]),
     seed=st.integers(0, 2**32),
 )
-def test_equal_lengths_and_one_stream_for_every_world(n, sigma, world, mode, drop_last, seed):
+def test_equal_lengths_and_one_stream_for_every_world(
+    n, sigma, world, mode, drop_last, align, seed
+):
     rng = np.random.default_rng(seed)
     sizes = np.maximum(1, rng.lognormal(3, sigma, n)).astype(np.int64)
     source = DistributedWeightedSampler(
@@ -89,7 +92,8 @@ def test_equal_lengths_and_one_stream_for_every_world(n, sigma, world, mode, dro
         else dict(max_tokens=int(sizes.max() * rng.integers(1, 6)), window=int(rng.integers(8, 90)))
     )
     if kw["window"] is None:
-        kw["window"] = kw["batch_size"] * int(rng.integers(1, 6))
+        kw["window"] = kw["batch_size"] * align * int(rng.integers(1, 6))
+    kw["align"] = align
     ranks, samplers = streams(source, sizes, world, drop_last=drop_last, **kw)
     one, _ = streams(source, sizes, 1, drop_last=False, **kw)
     lengths = {len(r) for r in ranks} | {len(s) for s in samplers}
@@ -230,6 +234,24 @@ def test_batch_sizes_are_shuffled_over_the_epoch_and_differ_between_epochs(mode)
     assert len(means[0]) != len(means[1]) or not np.array_equal(means[0], means[1])
 
 
+@pytest.mark.parametrize("world", [4, 8])
+def test_align_gives_similar_batches_in_a_step_and_shuffled_steps(world):
+    sizes = np.maximum(1, np.random.default_rng(7).lognormal(4, 1, 40000)).astype(np.int64)
+    source = DistributedWeightedSampler(weights=np.ones(40000), num_replicas=1, rank=0)
+    ranks, _ = streams(source, sizes, world, batch_size=16, align=8)
+    steps = np.array([[sizes[r[k]].max() for r in ranks] for k in range(len(ranks[0]))])
+    skew = steps.max(axis=1) / steps.mean(axis=1)
+    plain, _ = streams(source, sizes, world, batch_size=16)
+    plain_steps = np.array([[sizes[r[k]].max() for r in plain] for k in range(len(plain[0]))])
+    plain_skew = plain_steps.max(axis=1) / plain_steps.mean(axis=1)
+    # The local batches of a step pad alike (align=8 covers W=4 and 8); align=1 mixes them.
+    # The longest run of a window (the lognormal tail) still varies: the median step is even.
+    assert np.median(skew) < 1.05 and skew.mean() < 1.25 < 1.8 < plain_skew.mean()
+    x = np.log(steps.mean(axis=1))
+    if world == 8:  # one run a step: the runs' order is shuffled like single batches
+        assert abs(np.corrcoef(x[:-1], x[1:])[0, 1]) <= 0.1
+
+
 # -- padding and balance --------------------------------------------------------------------------
 def test_oversampled_copies_are_spread_over_batches():
     """A balanced source repeats each minority sample ~10 times an epoch; sorted by size the
@@ -300,6 +322,7 @@ def test_aspect_ratio_batches_group_by_ratio_and_buckets():
         (LENGTHS, dict(max_tokens=100), rf"sizes\[{int(np.argmax(LENGTHS))}\].*max_tokens=100"),
         (HW, dict(max_tokens=10**9), r"\(height, width\).*batch_size"),
         (LENGTHS, dict(batch_size=4, window=10), "window should be a multiple"),
+        (LENGTHS, dict(batch_size=4, window=8, align=4), r"align x batch_size = 4 x 4"),
         (LENGTHS, dict(batch_size=4, buckets=[3, 2]), "buckets should be increasing"),
         (np.ones((N, 3)), dict(batch_size=4), r"shape \(3000, 3\)"),
     ],

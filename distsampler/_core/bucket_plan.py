@@ -26,7 +26,10 @@ Inside a window (``stream`` ``BUCKET`` of :mod:`~distsampler._core.plan`'s key l
    each micro-batch too. Batch sizes are thus shuffled over the epoch: consecutive
    micro-batches are random picks from a window holding the full range of sizes (the lag-1
    autocorrelation of their mean size is about ``-1 / (G - 1)`` for ``G`` batches a window,
-   while windows of sorted batches left in order would give nearly 1).
+   while windows of sorted batches left in order would give nearly 1). With ``align = a``,
+   runs of ``a`` consecutive sorted batches are shuffled instead: the ``W`` local batches of
+   a global step (``a`` a multiple of ``W``) then have similar sizes, and the order of the
+   runs, so of the global steps, is shuffled the same way.
 
 Layout of an epoch (units: source positions, or source micro-batches for a quota source):
 
@@ -266,6 +269,7 @@ class BucketPlan:
         draw_batches: ``(epoch, micro_batches) -> (n, B)`` of a quota source.
         signature: ``indices -> group signature`` of a quota source's samples.
         edges: bucket boundaries of the size key (``None``: sort by the exact key).
+        align: consecutive micro-batches of similar size (runs kept together when shuffling).
     """
 
     sizes: np.ndarray
@@ -278,6 +282,7 @@ class BucketPlan:
     draw_batches: Callable[[int, np.ndarray], np.ndarray] | None = None
     signature: Callable[[np.ndarray], np.ndarray] | None = None
     edges: np.ndarray | None = None
+    align: int = 1
     cache_windows: int = 16
     _windows: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _tables: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -427,11 +432,28 @@ class BucketPlan:
             self._windows.popitem(last=False)
         return batches
 
+    def _order(self, g: int, wkey: int) -> np.ndarray:
+        """A keyed order of a window's ``g`` batches (given in size order).
+
+        Runs of ``align`` consecutive batches stay together, in size order, and the runs are
+        shuffled: with ``align`` a multiple of the world size, the local batches of a global
+        step have similar sizes (no rank waits for a much longer batch). ``align=1`` shuffles
+        every batch on its own.
+        """
+        a = self.align
+        if a == 1:
+            return permute(np.arange(g), g, derive(wkey, 1))
+        runs = g // a  # a short run (the epoch's last window only) goes last: the runs before
+        if not runs:  # it stay aligned on global steps
+            return np.arange(g)
+        first = permute(np.arange(runs), runs, derive(wkey, 1)) * a  # (runs,)
+        order = (first[:, None] + np.arange(a)[None, :]).ravel()  # (runs * a,)
+        return np.concatenate([order, np.arange(runs * a, g)])
+
     def _shuffled(self, batches: np.ndarray, wkey: int) -> np.ndarray:
         """The rows in a keyed order, and each row's samples in a keyed order. ``(G, B)``."""
         g, b = batches.shape
-        order = permute(np.arange(g), g, derive(wkey, 1))
-        batches = batches[order]
+        batches = batches[self._order(g, wkey)]
         within = hash64(derive(wkey, 2), np.arange(g * b, dtype=np.int64)).reshape(g, b)
         return np.take_along_axis(batches, np.argsort(within, axis=1), axis=1)
 
@@ -474,9 +496,8 @@ class BucketPlan:
         if len(set(items)) < len(items):  # oversampled copies: spread them over the runs
             size = dict(zip(items, desc.tolist(), strict=True))
             _separate_repeats_runs(runs, size, self.max_tokens)
-        perm = permute(np.arange(g), g, derive(wkey, 1))
         out = []
-        for j in perm.tolist():
+        for j in self._order(g, wkey).tolist():
             run = np.asarray(runs[j], dtype=np.int64)
             within = hash64(derive(wkey, 2, j), np.arange(len(run), dtype=np.int64))
             out.append(run[np.argsort(within)].tolist())
