@@ -130,7 +130,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             )
         self.batch_size: int | None = None
         self.max_tokens: int | float | None = None
-        if quota:
+        if isinstance(source, DistributedQuotaBatchSampler):
             self._init_quota(source, batch_size, max_tokens)
         elif batch_size is not None:
             self.batch_size = check_int("batch_size", batch_size, 1)
@@ -139,7 +139,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         self.buckets = self._parse_buckets(buckets)
         self.align = check_int("align", align, 1)
         self.window = self._parse_window(window)
-        if quota:
+        if isinstance(source, DistributedQuotaBatchSampler):
             units, per_unit = source.epoch_batches, source.batch_size
         else:
             units, per_unit = source.num_samples, 1
@@ -215,9 +215,9 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         if window is None:
             if self.max_tokens is not None:
                 return _WINDOW_TOKENS
-            return _WINDOW_BATCHES * self.align * self.batch_size
+            return _WINDOW_BATCHES * self.align * int(self.batch_size or 1)
         window = check_int("window", window, 1)
-        if self.max_tokens is None and window % (self.align * self.batch_size):
+        if self.max_tokens is None and window % (self.align * int(self.batch_size or 1)):
             raise ValueError(
                 f"window should be a multiple of align x batch_size = {self.align} x "
                 f"{self.batch_size} (whole runs of whole batches), but got window={window}"
@@ -235,6 +235,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         exact number of samples containing each group (single- and multi-label).
         """
         index = self.source.index
+        assert index is not None  # a quota source
         if index.is_range:
             return np.searchsorted(index.offsets, flat, side="right") - 1
         hits = np.zeros((len(flat), len(self._groups)), dtype=bool)
@@ -249,15 +250,25 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
 
     # -- the batch plan ----------------------------------------------------------------------
     def _source_positions(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        assert isinstance(self.source, DistributedWeightedSampler)
         return self.source.indices(positions, epoch=epoch)
 
     def _source_batches(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        assert isinstance(self.source, DistributedQuotaBatchSampler)
         return np.asarray(self.source.batches(micro_batches, epoch=epoch))
 
     @property
     def epoch_batches(self) -> int:  # type: ignore[override]
         """Global micro-batches of the current epoch (with ``max_tokens``: after one pass)."""
         return self._plan.epoch_batches(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        source = self.source
+        if isinstance(source, DistributedWeightedSampler) and source.stratify:
+            source._check_counts(self.epoch)  # a schedule's counts must fit without replacement
+
+    set_epoch.__doc__ = BatchPlanSampler.set_epoch.__doc__
 
     @property
     def _batch_hint(self) -> int:  # type: ignore[override]
@@ -281,7 +292,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         return self._plan.draw(epoch, micro_batches)
 
     def _draws(self) -> int:
-        per_unit = self.batch_size if self._plan.quota else 1
+        per_unit = int(self.batch_size or 1) if self._plan.quota else 1
         return 2 * (self._plan.epoch_end * per_unit + self.window)
 
     def _config(self) -> Config:

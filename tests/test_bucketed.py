@@ -142,6 +142,33 @@ def test_resume_at_any_step_under_any_world(mode, world, again):
         assert state["consumed"] == min(start, s.epoch_batches)  # an integer: no replay
 
 
+@pytest.mark.parametrize("mode", ["batch", "tokens"])
+def test_resume_cost_does_not_grow_with_the_position(mode):
+    """Positions of the source drawn to serve the first batch after a resume: the same near
+    the start and near the end of the epoch (one window, or the token pass plus one)."""
+    source = weighted(num_samples=20000)
+    drawn = []
+
+    def resumed_at(k):
+        s = make(source, LENGTHS, 4, 0, **MODES[mode])
+        s.load_state_dict(make(source, LENGTHS, 4, 0, **MODES[mode]).state_dict() | {"consumed": k})
+        plain = s._source_positions
+        count = [0]
+
+        def counting(epoch, positions):
+            count[0] += len(positions)
+            return plain(epoch, positions)
+
+        s._plan.draw_positions = counting
+        next(iter(s))
+        drawn.append(count[0])
+
+    m = make(source, LENGTHS, 4, 0, **MODES[mode]).epoch_batches
+    resumed_at(4)
+    resumed_at(4 * (m // 4 - 2))
+    assert 0 < drawn[1] <= drawn[0] + 2 * MODES[mode]["window"]
+
+
 # -- 4: the source's samples, quotas exact ------------------------------------------------------
 @pytest.mark.parametrize("mode", ["batch", "tokens"])
 def test_epoch_holds_the_sources_samples_window_by_window(mode):

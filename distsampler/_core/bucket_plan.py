@@ -57,6 +57,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -295,7 +296,24 @@ class BucketPlan:
     @property
     def per_batch(self) -> int:
         """Units per micro-batch in ``batch_size`` mode (1 for a quota source)."""
-        return 1 if self.quota else int(self.batch_size)
+        return 1 if self.quota else self.size
+
+    @property
+    def size(self) -> int:
+        """Samples per micro-batch (``batch_size`` mode)."""
+        assert self.batch_size is not None
+        return self.batch_size
+
+    @property
+    def budget(self) -> float:
+        """The padded-cost budget (token mode)."""
+        assert self.max_tokens is not None
+        return self.max_tokens
+
+    def _positions(self, epoch: int, lo: int, hi: int) -> np.ndarray:
+        """Dataset indices at the weighted source's positions ``[lo, hi)``."""
+        assert self.draw_positions is not None
+        return self.draw_positions(epoch, np.arange(lo, hi, dtype=np.int64))
 
     @property
     def epoch_end(self) -> int:
@@ -327,7 +345,7 @@ class BucketPlan:
     # -- token-mode counts -------------------------------------------------------------------
     def _window_sizes(self, epoch: int, region: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.window_span(region, w)
-        idx = self.draw_positions(epoch, np.arange(lo, hi, dtype=np.int64))
+        idx = self._positions(epoch, lo, hi)
         return idx, np.asarray(self.sizes[idx])
 
     def _counts(self, epoch: int, region: int, w0: int, w1: int) -> np.ndarray:
@@ -337,15 +355,15 @@ class BucketPlan:
         for a in range(w0, w1, step):
             b = min(w1, a + step)
             lo, hi = self.window_span(region, a)[0], self.window_span(region, b - 1)[1]
-            idx = self.draw_positions(epoch, np.arange(lo, hi, dtype=np.int64))
+            idx = self._positions(epoch, lo, hi)
             s = np.asarray(self.sizes[idx])
             full = (b - a) if hi - lo == (b - a) * self.window else (b - a - 1)
             if full:
                 rows = np.sort(s[: full * self.window].reshape(full, self.window), axis=1)
-                out[a - w0 : a - w0 + full] = greedy_runs(rows[:, ::-1], self.max_tokens)
+                out[a - w0 : a - w0 + full] = greedy_runs(rows[:, ::-1], self.budget)
             if full < b - a:  # the epoch's last window, longer than S
                 last = np.sort(s[full * self.window :])[::-1][None, :]
-                out[b - 1 - w0] = greedy_runs(last, self.max_tokens)[0]
+                out[b - 1 - w0] = greedy_runs(last, self.budget)[0]
         return out
 
     def _table(self, epoch: int, region: int, need_windows: int) -> np.ndarray:
@@ -401,26 +419,27 @@ class BucketPlan:
         m = np.asarray(micro_batches, dtype=np.int64)
         region, w, off = self.locate(epoch, m)
         if self.max_tokens is None:
-            out = np.empty((len(m), self.batch_size), dtype=np.int64)
+            out = np.empty((len(m), self.size), dtype=np.int64)
             for r, wi in sorted(set(zip(region.tolist(), w.tolist(), strict=True))):
                 sel = (region == r) & (w == wi)
                 out[sel] = self._window(epoch, r, wi)[off[sel]]
             return out
-        res: list[list[int]] = [[] for _ in range(len(m))]
+        ragged: list[list[int]] = [[] for _ in range(len(m))]
         for r, wi in sorted(set(zip(region.tolist(), w.tolist(), strict=True))):
             batches = self._window(epoch, r, wi)
             for i in np.flatnonzero((region == r) & (w == wi)).tolist():
-                res[i] = batches[int(off[i])]
-        return res
+                ragged[i] = batches[int(off[i])]
+        return ragged
 
     # -- one window --------------------------------------------------------------------------
-    def _window(self, epoch: int, region: int, w: int):
+    def _window(self, epoch: int, region: int, w: int) -> Any:
         ck = (epoch, region, w)
         hit = self._windows.get(ck)
         if hit is not None:
             self._windows.move_to_end(ck)
             return hit
         wkey = make_key(*self.key, epoch, BUCKET, region, w)
+        batches: np.ndarray | list[list[int]]  # (G, B), or ragged runs with a token budget
         if self.quota:
             batches = self._quota_window(epoch, region, w, wkey)
         elif self.max_tokens is None:
@@ -465,14 +484,15 @@ class BucketPlan:
 
     def _sized_window(self, epoch: int, region: int, w: int, wkey: int) -> np.ndarray:
         lo, hi = self.window_span(region, w)
-        idx = self.draw_positions(epoch, np.arange(lo, hi, dtype=np.int64))
+        idx = self._positions(epoch, lo, hi)
         order = self._sorted(np.asarray(self.sizes[idx]), wkey)
-        rows = idx[order].reshape(-1, self.batch_size)  # (G, B), in size order
+        rows = idx[order].reshape(-1, self.size)  # (G, B), in size order
         _separate_repeats(rows, np.zeros(rows.shape, dtype=np.int64))  # oversampled copies
         return self._shuffled(rows, wkey)
 
     def _quota_window(self, epoch: int, region: int, w: int, wkey: int) -> np.ndarray:
         lo, hi = self.window_span(region, w)
+        assert self.draw_batches is not None and self.signature is not None
         items = np.asarray(self.draw_batches(epoch, np.arange(lo, hi, dtype=np.int64)))  # (G, B)
         flat = items.ravel()
         key = size_keys(np.asarray(self.sizes[flat]), self.edges)
@@ -489,13 +509,13 @@ class BucketPlan:
         order = self._sorted(s, wkey, descending=True)
         desc = s[order]
         integral = desc.dtype.kind in "iu"
-        starts = min_budget_runs(desc, self.max_tokens, integral) + [len(desc)]
+        starts = min_budget_runs(desc, self.budget, integral) + [len(desc)]
         items = idx[order].tolist()
         g = len(starts) - 1
         runs = [items[starts[j] : starts[j + 1]] for j in range(g)]  # in size order
         if len(set(items)) < len(items):  # oversampled copies: spread them over the runs
             size = dict(zip(items, desc.tolist(), strict=True))
-            _separate_repeats_runs(runs, size, self.max_tokens)
+            _separate_repeats_runs(runs, size, self.budget)
         out = []
         for j in self._order(g, wkey).tolist():
             run = np.asarray(runs[j], dtype=np.int64)
