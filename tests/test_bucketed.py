@@ -68,12 +68,12 @@ MODES = {
 
 
 # -- 1, 2: equal lengths, the same stream for every W, no empty batch ---------------------------
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(40, 400),
     sigma=st.floats(0.1, 2.0),
     world=st.integers(1, 8),
-    mode=st.sampled_from(["batch", "tokens"]),
+    mode=st.sampled_from(["batch", "tokens", "quota"]),
     drop_last=st.booleans(),
     align=st.sampled_from([1, 1, 3, 4]),
     seed=st.integers(0, 2**32),
@@ -83,12 +83,16 @@ def test_equal_lengths_and_one_stream_for_every_world(
 ):
     rng = np.random.default_rng(seed)
     sizes = np.maximum(1, rng.lognormal(3, sigma, n)).astype(np.int64)
-    source = DistributedWeightedSampler(
-        labels=rng.integers(0, 3, n), num_replicas=1, rank=0, seed=seed % 1000
-    )
+    labels = np.r_[0, 1, rng.integers(0, 3, n - 2)]  # groups 0 and 1 have members
+    source = DistributedWeightedSampler(labels=labels, num_replicas=1, rank=0, seed=seed % 1000)
+    if mode == "quota":  # exact counts of group 0 (an int) and group 1 (a float share)
+        bs = int(rng.integers(3, 9))
+        quotas = {0: 1, 1: 0.25}
+        source = DistributedQuotaBatchSampler(labels, bs, quotas, num_replicas=1, rank=0)
+        plain = np.asarray(source.batches(np.arange(source.epoch_batches)))
     kw = (
-        dict(batch_size=int(rng.integers(1, 9)), window=None)
-        if mode == "batch"
+        dict(batch_size=int(rng.integers(1, 9)) if mode == "batch" else bs, window=None)
+        if mode != "tokens"
         else dict(max_tokens=int(sizes.max() * rng.integers(1, 6)), window=int(rng.integers(8, 90)))
     )
     if kw["window"] is None:
@@ -109,6 +113,14 @@ def test_equal_lengths_and_one_stream_for_every_world(
         assert all(len(b) * sizes[b].max() <= kw["max_tokens"] for b in stream)
     else:
         assert all(len(b) == kw["batch_size"] for b in stream)
+    if mode == "quota":  # every batch keeps its group counts; the epoch holds the source's
+        assert all(sum(labels[i] == 0 for i in b) == 1 for b in stream)
+        ones = [sum(labels[i] == 1 for i in b) for b in stream]
+        share = 0.25 * kw["batch_size"]
+        assert all(np.floor(share) <= c <= np.ceil(share) for c in ones)
+        if not drop_last:
+            got = Counter(i for b in stream[: len(plain)] for i in b)
+            assert got == Counter(plain.ravel().tolist())
 
 
 # -- 3: resume ------------------------------------------------------------------------------------
