@@ -226,6 +226,9 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
 
     @staticmethod
     def _signature_table(source: DistributedQuotaBatchSampler) -> list[np.ndarray]:
+        """Each group's members (views of the index), searched for a sample's groups."""
+        if source.index.is_range:  # ranges: the offsets say it, no member array exists
+            return []
         return [source.index.group(g) for g in range(len(source.index.names))]
 
     def _signature(self, flat: np.ndarray) -> np.ndarray:

@@ -230,6 +230,14 @@ def test_quota_source_multilabel_counts_and_no_repeat_in_a_batch():
     assert Counter(np.concatenate(batches).tolist()) == Counter(plain.ravel().tolist())
 
 
+def test_quota_source_over_ranges_of_a_mixture():
+    index = GroupIndex.from_sizes({"web": 2000, "books": 900, "code": 100})
+    source = DistributedQuotaBatchSampler(index, 10, {"code": 1, "books": 3})
+    sizes = np.arange(3000) % 97 + 1
+    for b in make(source, sizes, 2, 1):
+        assert sum(i >= 2900 for i in b) == 1 and sum(2000 <= i < 2900 for i in b) == 3
+
+
 def test_small_group_copies_are_spread_over_batches():
     """A 5-member group with quota 2 repeats inside a window; sorting by size would put the
     copies of one member side by side (one batch); they are traded apart."""
