@@ -78,7 +78,7 @@ BUCKET = 12
 #: Version of what the bucket plan produces for a given configuration.
 BUCKET_PLAN_VERSION = 1
 #: Positions drawn at a time by the token-budget pass that counts each window's runs.
-_PASS = 1 << 20
+_PASS = 1 << 16
 
 
 def size_keys(sizes: np.ndarray, edges: np.ndarray | None) -> np.ndarray:
