@@ -77,6 +77,9 @@ __all__ = [
 BUCKET = 12
 #: Version of what the bucket plan produces for a given configuration.
 BUCKET_PLAN_VERSION = 1
+#: Token runs searched on each side for a trade that separates copies (a far run's sizes
+#: differ, so the budget rarely allows it; the search is bounded).
+_REACH = 16
 #: Positions drawn at a time by the token-budget pass that counts each window's runs.
 _PASS = 1 << 16
 
@@ -208,8 +211,11 @@ def _separate_repeats(items: np.ndarray, sig: np.ndarray) -> None:
 def _separate_repeats_runs(runs: list[list[int]], size: dict, budget: float) -> None:
     """:func:`_separate_repeats` for token-budget runs: a swap must keep both runs in budget.
 
-    ``size`` maps each sample of the runs to its size; a run's cost is bounded by its length
-    times the larger of its largest size and the incoming sample's. In place.
+    ``runs`` are in decreasing size order, each run's samples too; ``size`` maps each sample
+    to its size. A run's cost is bounded by its length times the larger of its largest size
+    and the incoming sample's; the swapped-in sample is searched from the other run's
+    smallest up, and the search stops at the first too large (runs stay nearly sorted). In
+    place; runs are searched up to ``_REACH`` away.
     """
     sets = [set(r) for r in runs]
     bad = [i for i, r in enumerate(runs) if len(sets[i]) < len(r)]
@@ -222,32 +228,34 @@ def _separate_repeats_runs(runs: list[list[int]], size: dict, budget: float) -> 
             if x not in seen:
                 seen.add(x)
                 continue
-            for j in _nearest(i, len(runs)):
+            cap = budget / len(runs[i])  # a sample larger than this overfills run i
+            for j in _nearest(i, len(runs), _REACH):
                 if x in sets[j] or len(runs[j]) * max(top[j], size[x]) > budget:
                     continue
+                run = runs[j]
                 t = next(
                     (
                         t
-                        for t, y in enumerate(runs[j])
-                        if y not in sets[i] and len(runs[i]) * max(top[i], size[y]) <= budget
+                        for t in range(len(run) - 1, -1, -1)
+                        if size[run[t]] <= cap and run[t] not in sets[i]
                     ),
                     None,
                 )
-                if t is not None:
-                    y = runs[j][t]
-                    runs[i][s], runs[j][t] = y, x
-                    sets[i], sets[j] = set(runs[i]), set(runs[j])
-                    top[i] = max(size[v] for v in runs[i])
-                    top[j] = max(size[v] for v in runs[j])
-                    seen.add(y)
-                    break
+                if t is None or size[run[t]] > cap:
+                    continue
+                y = run[t]
+                runs[i][s], run[t] = y, x
+                sets[i], sets[j] = set(runs[i]), set(run)
+                top[i], top[j] = max(top[i], size[y]), max(size[v] for v in run)
+                seen.add(y)
+                break
             else:
                 seen.add(x)
 
 
-def _nearest(i: int, n: int):
-    """Rows other than ``i`` by distance to it (the lower first on ties)."""
-    for d in range(1, n):
+def _nearest(i: int, n: int, reach: int | None = None):
+    """Rows other than ``i`` by distance to it (the lower first on ties), up to ``reach``."""
+    for d in range(1, n if reach is None else min(n, reach + 1)):
         if i - d >= 0:
             yield i - d
         if i + d < n:
