@@ -406,3 +406,22 @@ def test_state_is_checked_against_the_configuration():
     with pytest.raises(ValueError, match="source.data"):
         other = DistributedWeightedSampler(labels=1 - LABELS, num_replicas=1, rank=0)
         make(other, LENGTHS, 2, 0, batch_size=16).load_state_dict(state)
+
+
+def test_float_durations_and_a_float_budget():
+    """Speech: sizes in seconds, a budget of 30 s of padded audio a batch."""
+    seconds = np.random.default_rng(8).uniform(0.5, 12.0, N)
+    s = make(weighted(), seconds, 3, 2, max_tokens=30.0)
+    batches = list(s)
+    assert batches and all(len(b) * seconds[b].max() <= 30.0 for b in batches)
+    with pytest.raises(ValueError, match=r"max_tokens=5.0"):
+        make(weighted(), seconds, 1, 0, max_tokens=5.0)
+
+
+def test_seeds_change_the_cut_not_the_samples():
+    source = weighted()
+    a = make(source, LENGTHS, 1, 0, batch_size=16, seed=1)
+    b = make(source, LENGTHS, 1, 0, batch_size=16, seed=2)
+    first, second = list(a), list(b)
+    assert first != second
+    assert Counter(np.concatenate(first).tolist()) == Counter(np.concatenate(second).tolist())
