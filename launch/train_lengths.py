@@ -10,7 +10,8 @@ from the same initial weights and the same source plan, and batches it different
   ``50 x batch`` of the local stream sorted by length (ranks sort on their own, so a global
   step mixes a long batch on one rank with short ones on the others);
 * ``bucketed``: ``DistributedBucketBatchSampler`` over the same weighted source, with
-  ``align=W`` (the local batches of a global step have similar lengths).
+  ``align=W`` (the local batches of a global step have similar lengths);
+  ``bucketed_align1``: the same with ``align=1`` (each micro-batch shuffled on its own).
 
 Backend: gloo (CPU). Run it with torchrun::
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=6000, help="dataset size")
     p.add_argument("--batch-size", type=int, default=16, help="local (per-rank) batch size")
     p.add_argument("--steps", type=int, default=0, help="stop each recipe after N steps (0: epoch)")
-    p.add_argument("--recipes", default="random,group_by_length,bucketed")
+    p.add_argument("--recipes", default="random,group_by_length,bucketed_align1,bucketed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-json", type=Path, help="write the figures of every recipe here")
     return p.parse_args(argv)
@@ -88,11 +89,12 @@ def collate(seqs: list[torch.Tensor], batch: list[int]) -> torch.Tensor:
 def local_batches(recipe: str, labels: np.ndarray, lengths: np.ndarray, args) -> list[list[int]]:
     """This rank's batches of one epoch under ``recipe`` (the same source plan for all)."""
     b = args.batch_size
-    if recipe == "bucketed":
+    if recipe.startswith("bucketed"):
         source = DistributedWeightedSampler(labels=labels, seed=args.seed)
-        world = dist.get_world_size()  # runs of W similar batches: a step pads alike on all ranks
+        # runs of W similar batches: a step pads alike on all ranks (align=1: not aligned)
+        align = 1 if recipe == "bucketed_align1" else dist.get_world_size()
         sampler = DistributedBucketBatchSampler(
-            source, lengths, batch_size=b, align=world, seed=args.seed
+            source, lengths, batch_size=b, align=align, seed=args.seed
         )
         return [list(x) for x in sampler]
     source = DistributedWeightedSampler(labels=labels, seed=args.seed, block_size=b)
@@ -156,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_recipe(r, data, args, world) for r in args.recipes.split(",")]
     if rank == 0:
         print(f"{world} ranks, batch {args.batch_size} per rank, {args.samples} sequences")
-        print("recipe           steps  padding  tokens/s  minority  slowest/mean rank")
+        print("recipe            steps  padding  tokens/s  minority  slowest/mean rank")
         for r in results:
             print(
-                f"{r['recipe']:<16} {r['steps']:>5}  {r['padding_share']:>6.1%}  "
+                f"{r['recipe']:<17} {r['steps']:>5}  {r['padding_share']:>6.1%}  "
                 f"{r['tokens_per_s']:>8.0f}  {r['minority_share']:>8.3f}  {r['rank_skew']:>8.2f}"
             )
         if args.log_json:

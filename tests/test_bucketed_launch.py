@@ -20,7 +20,7 @@ def test_train_lengths_demo_under_torchrun(tmp_path):
     out = launch([*cmd, str(ROOT / "launch" / "train_lengths.py"), *args], timeout=150)
     assert "bucketed" in out and "group_by_length" in out
     figures = {r["recipe"]: r for r in json.loads(log.read_text())}
-    assert set(figures) == {"random", "group_by_length", "bucketed"}
+    assert set(figures) == {"random", "group_by_length", "bucketed_align1", "bucketed"}
     assert all(r["steps"] == 6 for r in figures.values())
     # the same balanced source: the classes are balanced in every recipe
     assert all(0.3 < r["minority_share"] < 0.7 for r in figures.values())
