@@ -35,6 +35,7 @@ Module map (read in this order):
 """
 
 from . import weights
+from ._core.state import EpochNotSetWarning
 from .bucketed import DistributedBucketBatchSampler
 from .groups import GroupIndex
 from .quota import DistributedQuotaBatchSampler
@@ -45,8 +46,9 @@ __all__ = [
     "DistributedBucketBatchSampler",
     "DistributedQuotaBatchSampler",
     "DistributedWeightedSampler",
+    "EpochNotSetWarning",
     "GroupIndex",
     "WeightIndex",
     "weights",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"

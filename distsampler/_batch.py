@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
-from ._core.checks import MAX_SEED, check_bool, check_int
+from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int
 from ._core.sharding import Shard, resolve_world
 from ._core.state import EpochState
 
@@ -78,15 +78,7 @@ class BatchPlanSampler(Sampler[list[int]], EpochState):
 
     def _check_dataset_size(self, dataset_size: int | None) -> None:
         """``dataset_size=len(dataset)`` given by the user must match the labels/sizes."""
-        if dataset_size is None:
-            return
-        given = check_int("dataset_size", dataset_size, 1)
-        if given != self.dataset_size:
-            raise ValueError(
-                f"dataset_size={given}, but the sampler indexes {self.dataset_size} samples "
-                f"(one per label); they must be equal: with fewer labels the dataset's tail "
-                f"is never drawn, with more the sampler yields indices past the dataset's end"
-            )
+        check_dataset_size(dataset_size, self.dataset_size)
 
     @property
     def dataset_size(self) -> int:

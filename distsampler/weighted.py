@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from . import weights as W
-from ._core.checks import MAX_SEED, check_bool, check_int
+from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -70,6 +70,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         block_size: positions per round-robin block; set it to the batch size to get exactly the
             batches HF Accelerate's ``BatchSamplerShard`` would give from the 1-process sampler
             (and balanced local batches under stratification).
+        dataset_size: ``len(dataset)``, checked against the labels or weights given (recommended:
+            with a plain ``DataLoader`` a mismatch otherwise goes unnoticed).
 
     Equal lengths: each rank yields ``ceil(num_samples / W)`` indices (``floor`` with
     ``drop_last``). The up to ``W - 1`` extra positions continue the same stream. With
@@ -86,7 +88,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         iterator; otherwise every epoch repeats the same plan.
 
     Examples:
-        >>> sampler = DistributedWeightedSampler(labels=[0] * 97 + [1] * 3, num_replicas=2, rank=0)
+        >>> sampler = DistributedWeightedSampler(
+        ...     labels=[0] * 97 + [1] * 3, num_replicas=2, rank=0, dataset_size=100)
         >>> len(sampler)
         50
         >>> sampler.set_epoch(1)
@@ -107,6 +110,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         seed: int = 0,
         drop_last: bool = False,
         block_size: int = 1,
+        dataset_size: int | None = None,
     ) -> None:
         if (weights is None) == (labels is None):
             raise ValueError(
@@ -129,6 +133,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             self._plan = self._weights_plan(weights, num_samples)
         else:
             self._plan = self._labels_plan(labels, class_weights, num_samples, stratify)
+        check_dataset_size(dataset_size, self.dataset_size)
         if self._shard.length(self.num_samples, self.drop_last) == 0:
             raise ValueError(
                 f"drop_last=True leaves no sample per rank: num_samples={self.num_samples} "

@@ -55,6 +55,23 @@ def check_int(name: str, value: Any, minimum: int = 0, maximum: int = MAX_SIZE) 
     return int(value)
 
 
+def check_dataset_size(dataset_size: Any, indexed: int) -> None:
+    """``dataset_size=len(dataset)`` given by a user must equal the samples a sampler indexes.
+
+    ``None`` (not given) passes. The trap it catches: labels shorter than the dataset silently
+    sample only its first ``len(labels)`` samples with a plain ``DataLoader``.
+    """
+    if dataset_size is None:
+        return
+    given = check_int("dataset_size", dataset_size, 1)
+    if given != indexed:
+        raise ValueError(
+            f"dataset_size={given}, but the sampler indexes {indexed} samples (one label, "
+            f"weight or size per sample); they must be equal: with fewer the dataset's tail is "
+            f"never drawn, with more the sampler yields indices past the dataset's end"
+        )
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` as a bool; only ``bool`` and ``numpy.bool_`` are booleans."""
     if not isinstance(value, (bool, np.bool_)):

@@ -14,6 +14,7 @@ it: a state loads under any world size.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +30,15 @@ STATE_VERSION = 2
 _SLICE = 1 << 13
 
 Config = dict[str, "int | str | bool"]
+
+
+class EpochNotSetWarning(UserWarning):
+    """An epoch was iterated from its start a second time without ``set_epoch``.
+
+    Every such pass repeats the same plan (torch's ``DistributedSampler`` repeats silently).
+    Call ``sampler.set_epoch(epoch)`` before each epoch; to replay an epoch on purpose, call
+    ``set_epoch`` with the same epoch (it silences this warning).
+    """
 
 
 def config_value(value: object) -> int | str | bool:
@@ -70,6 +80,7 @@ class EpochState:
     _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
+    _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
 
     def _config(self) -> Config:
         raise NotImplementedError
@@ -89,6 +100,7 @@ class EpochState:
             self._resume = self._skip = 0
         self.epoch = epoch
         self._done, self._chunk, self._completed = 0, None, False
+        self._started = False
 
     def _max_epoch(self) -> int:
         """Largest epoch whose member streams stay inside the int64 plan arithmetic."""
@@ -140,6 +152,17 @@ class EpochState:
         n = self._local_length()
         self._done, self._chunk, self._completed = 0, None, False
         self._base = (self._resume, self._skip)
+        if self._base == (0, 0):
+            if self._started:
+                warnings.warn(
+                    f"{type(self).__name__}: epoch {self.epoch} is iterated from its start again "
+                    "without set_epoch, so it repeats the same plan; call "
+                    "sampler.set_epoch(epoch) before every epoch (set_epoch with the same epoch "
+                    "replays it on purpose)",
+                    EpochNotSetWarning,
+                    stacklevel=3,
+                )
+            self._started = True
         lo = 0
         while lo < n:
             hi = min(n, lo + size)
@@ -258,3 +281,4 @@ class EpochState:
         self._resume = check_int("state['consumed']", state["consumed"], 0, self._total())
         self._skip = skip
         self._done, self._chunk, self._completed = 0, None, False
+        self._started = False
