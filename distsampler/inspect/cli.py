@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import __version__
 from .load import Data, load_data
 from .options import CliError, class_named
 from .plots import require_matplotlib, write_plots
@@ -32,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distsampler", description="Class-imbalance samplers for PyTorch DDP."
     )
+    parser.add_argument("--version", action="version", version=f"distsampler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "inspect",
