@@ -10,6 +10,9 @@ instead of holding one private copy each (at N = 1e8 that is ~1 GB a rank).
 Each rank prints its anonymous (private, non-file-backed) memory growth from building the
 sampler and reading its first indices, and the script checks that the mapped sampler yields
 exactly the indices of an in-memory one.
+
+Without ``--dir`` the index goes to a fresh temporary directory (about 150 MB at 1e7 samples),
+which is removed at the end; ``--keep`` keeps it and prints where it is.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -84,12 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-samples", type=int, default=1_000_000)
     p.add_argument("--dir", type=Path, default=None, help="node-local directory for the index")
     p.add_argument("--take", type=int, default=10_000, help="indices each rank reads")
+    p.add_argument("--keep", action="store_true", help="keep a temporary index directory")
     p.add_argument("--log-json", type=Path, default=None)
     args = p.parse_args(argv)
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    shared = [str(args.dir or Path(tempfile.gettempdir()) / "distsampler-shared")]
+    temporary = args.dir is None
+    shared = [str(args.dir) if args.dir else ""]
+    if temporary and rank == 0:
+        shared = [tempfile.mkdtemp(prefix="distsampler-shared-")]
     dist.broadcast_object_list(shared, src=0)  # one directory name for the whole node
     directory = Path(shared[0])
     build_once_per_node(directory, args.num_samples)
@@ -117,7 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     dist.all_gather_object(gathered, report)
     if rank == 0 and args.log_json:
         args.log_json.write_text(json.dumps(gathered))
-    dist.barrier()
+    dist.barrier()  # every rank has closed its use of the mapped files
+    if rank == 0:
+        size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) / 1e6
+        if temporary and not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+            print(f"removed the temporary index {directory} ({size:.0f} MB)", flush=True)
+        else:
+            print(f"the index stays in {directory} ({size:.0f} MB)", flush=True)
     dist.destroy_process_group()
 
 

@@ -41,3 +41,21 @@ def test_ranks_map_one_saved_index(tmp_path):
     assert (saved / "labels" / "members.npy").exists() and (
         saved / "weights" / "meta.json"
     ).exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
+def test_a_temporary_index_is_removed_and_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the script's mkdtemp puts the index
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "launch" / "shared_index.py"),
+        "--num-samples=100000",
+        "--take=1000",
+    ]
+    out = launch(cmd, timeout=120)
+    assert "removed the temporary index" in out, out
+    assert not list(tmp_path.glob("distsampler-shared-*"))  # nothing left behind
