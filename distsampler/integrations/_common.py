@@ -76,7 +76,7 @@ def check_dataset_size(sampler: Any, dataset: Any) -> None:
     n_sampler = sampler.dataset_size
     if n_sampler == n_data:
         return
-    labels = sampler.index is not None  # None: built from weights=
+    labels = getattr(sampler, "index", None) is not None  # None: built from weights=
     what, one = ("labels", "label") if labels else ("weights", "weight")
     consequence = (
         f"only the first {n_sampler} samples would ever be drawn"

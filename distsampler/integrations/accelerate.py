@@ -16,13 +16,13 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Sampler
 
+from .._batch import BatchPlanSampler
 from .._core.checks import check_int
 from ._common import (
     OurSampler,
     check_dataset_size,
     check_sampler,
     fixed_batch_size,
-    is_batch_sampler,
     items_per_batch,
 )
 from .checkpoint import SamplerCheckpoint
@@ -66,11 +66,12 @@ class AccelerateBatches(Sampler[list[int]]):
 
     def local_batches(self) -> Iterator[list[int]]:
         """This rank's batches, once each (what the rank trains on)."""
-        if is_batch_sampler(self.sampler):
-            yield from self.sampler
+        sampler = self.sampler
+        if isinstance(sampler, BatchPlanSampler):
+            yield from sampler
             return
         batch: list[int] = []
-        for index in self.sampler:
+        for index in sampler:
             batch.append(index)
             if len(batch) == self._items:
                 yield batch

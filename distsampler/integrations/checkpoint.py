@@ -62,7 +62,7 @@ class SamplerCheckpoint:
         """Iterate ``batches`` (one pass of the loader), counting what the loop receives."""
         self._begin()
         for batch in batches:
-            if self.steps == 0 and self.sampler.epoch != self._base["epoch"]:
+            if self.steps == 0 and self.sampler.epoch != (self._base or {}).get("epoch"):
                 self._begin()  # the loader set another epoch as it started (Accelerate does)
             self.steps += 1
             yield batch

@@ -38,13 +38,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
+from ..weighted import DistributedWeightedSampler
 from ._common import (
     OUR_SAMPLERS,
     OurSampler,
@@ -151,7 +152,13 @@ class _Resume:
         return self.epoch if self.remaining else self.epoch + 1
 
 
-class SamplerTrainerMixin:
+if TYPE_CHECKING:  # the mixin is always mixed into a Trainer: type-check it as one
+    _TrainerBase = Trainer
+else:
+    _TrainerBase = object
+
+
+class SamplerTrainerMixin(_TrainerBase):
     """Train on a distsampler sampler under ``transformers.Trainer``, resume included.
 
     Put it first: ``class MyTrainer(SamplerTrainerMixin, transformers.Trainer)``, or use
@@ -232,7 +239,7 @@ class SamplerTrainerMixin:
                     f"per_device_train_batch_size={batch}: build it with batch_size={batch} "
                     f"(or set per_device_train_batch_size={fixed})"
                 )
-        elif sampler.block_size != batch:
+        elif isinstance(sampler, DistributedWeightedSampler) and sampler.block_size != batch:
             raise ValueError(
                 f"the weighted sampler's block_size={sampler.block_size} differs from "
                 f"per_device_train_batch_size={batch}: build it with block_size={batch} "
@@ -393,7 +400,7 @@ class SamplerTrainerMixin:
         offset = self._distsampler_length - resume.remaining if resume.remaining else 0
         return resume.first_epoch, offset
 
-    def _run_epoch(self, **kwargs: Any):
+    def _run_epoch(self, **kwargs: Any):  # type: ignore[override]  # Trainer passes keywords
         """Set the sampler to this epoch (after loading the resume point, in the resumed one).
 
         The resumed epoch runs as a pass over the batches left: Trainer skips nothing (no
@@ -403,11 +410,11 @@ class SamplerTrainerMixin:
         epoch, resume = kwargs["epoch"], self._distsampler_resume
         sampler, batches = self.train_sampler, self._distsampler_batches
         resumed = resume is not None and resume.remaining > 0 and epoch == resume.epoch
-        if resumed:
+        if resume is not None and resumed:
             sampler.load_state_dict(resume.sampler_state)
         sampler.set_epoch(epoch)
         steps = batches.num_local_batches()
-        if resumed:
+        if resume is not None and resumed:
             ga = self.args.gradient_accumulation_steps
             kwargs.update(
                 steps_in_epoch=steps,
