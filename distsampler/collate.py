@@ -169,7 +169,9 @@ def collate_detection(
         raise TypeError(f"batch should be a sequence of samples, but got {_describe(batch)}")
     if len(batch) == 0:
         raise ValueError("batch should be a non-empty sequence of samples, but got 0 samples")
-    images, boxes, labels = [], [], []
+    images: list[Tensor] = []
+    boxes: list[Tensor] = []
+    labels: list[Tensor] = []
     for i, sample in enumerate(batch):
         image, raw_boxes, raw_labels, boxes_name, labels_name = _split(i, sample)
         if not isinstance(image, Tensor):

@@ -101,7 +101,7 @@ def _draw(generator: torch.Generator | None, batch_size: int) -> tuple[Tensor, n
     """Partner permutation (CPU int64) and a numpy Generator, both from ``generator`` only."""
     device = generator.device if generator is not None else "cpu"
     perm = torch.randperm(batch_size, generator=generator, device=device).cpu()
-    seed = torch.randint(2**63 - 1, (1,), generator=generator, device=device).item()
+    seed = int(torch.randint(2**63 - 1, (1,), generator=generator, device=device).item())
     return perm, np.random.Generator(np.random.PCG64(seed))
 
 
@@ -245,8 +245,8 @@ class MixUp(_Seeded):
         _check_inputs(inputs)
         batch_size = inputs.shape[0]
         perm, rng = _draw(self.generator, batch_size)
-        lam = rng.beta(self.alpha, self.alpha, size=batch_size if self.per_sample else 1)
-        lam = torch.from_numpy(np.clip(lam, 0.0, 1.0)).expand(batch_size)
+        draws = rng.beta(self.alpha, self.alpha, size=batch_size if self.per_sample else 1)
+        lam = torch.from_numpy(np.clip(draws, 0.0, 1.0)).expand(batch_size)
         return MixParams(lam=lam, perm=perm)
 
     def _check_call(self, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -339,8 +339,8 @@ class CutMix(_Seeded):
             min(cx + half_w, width),
             min(cy + half_h, height),
         )
-        lam = torch.full((batch_size,), self._kept(box, height, width), dtype=torch.float64)
-        return MixParams(lam=lam, perm=perm, box=box)
+        kept = torch.full((batch_size,), self._kept(box, height, width), dtype=torch.float64)
+        return MixParams(lam=kept, perm=perm, box=box)
 
     @staticmethod
     def _kept(box: tuple[int, int, int, int], height: int, width: int) -> float:
@@ -509,7 +509,7 @@ class RandomChoice:
             if hasattr(t, "set_generator"):
                 child = None
                 if generator is not None:
-                    seed = torch.randint(2**63 - 1, (1,), generator=generator).item()
+                    seed = int(torch.randint(2**63 - 1, (1,), generator=generator).item())
                     child = torch.Generator().manual_seed(seed)
                 t.set_generator(child)
 

@@ -220,13 +220,11 @@ class EpochState:
         local = skip0 + check_int("consumed", consumed, 0)
         length = self._shard.length(max(0, self._total() - resume), self.drop_last)
         covered = self._shard.covered(length, local)
+        skip = 0
         if covered is None:  # mid-block: only this world size can resume it
-            covered, skip = (
-                self._shard.covered(length, local - local % self._shard.block_size),
-                (local % self._shard.block_size),
-            )
-        else:
-            skip = 0
+            skip = local % self._shard.block_size
+            covered = self._shard.covered(length, local - skip)
+            assert covered is not None  # a block boundary is always covered
         return self._state(min(self._total(), resume + covered), skip)
 
     def _state(self, consumed: int, skip: int) -> dict:

@@ -148,14 +148,19 @@ class BeattyTree:
     @classmethod
     def build(cls, counts: np.ndarray, key: int) -> BeattyTree:
         """The tree of ``counts`` (classes split in halves, in order), phases from ``key``."""
-        counts = [int(c) for c in np.asarray(counts, dtype=np.int64)]
-        n, a, left, right, leaf, parent = [], [], [], [], [], []
-        paths: list[tuple[tuple[int, bool], ...]] = [()] * len(counts)
-        leafnode = [0] * len(counts)
+        sizes = [int(c) for c in np.asarray(counts, dtype=np.int64)]
+        n: list[int] = []
+        a: list[int] = []
+        left: list[int] = []
+        right: list[int] = []
+        leaf: list[int] = []
+        parent: list[int] = []
+        paths: list[tuple[tuple[int, bool], ...]] = [()] * len(sizes)
+        leafnode = [0] * len(sizes)
 
         def node(lo: int, hi: int, up: int, path: tuple[tuple[int, bool], ...]) -> int:
             i = len(n)
-            n.append(sum(counts[lo:hi]))
+            n.append(sum(sizes[lo:hi]))
             a.append(0)
             left.append(-1)
             right.append(-1)
@@ -167,12 +172,12 @@ class BeattyTree:
                 paths[lo] = path
                 return i
             mid = (lo + hi) // 2
-            a[i] = sum(counts[lo:mid])
+            a[i] = sum(sizes[lo:mid])
             left[i] = node(lo, mid, i, (*path, (i, True)))
             right[i] = node(mid, hi, i, (*path, (i, False)))
             return i
 
-        node(0, len(counts), 0, ())
+        node(0, len(sizes), 0, ())
         n_arr = np.array(n, dtype=np.int64)
         ph_arr = hash64(key, np.arange(len(n))) % np.maximum(n_arr, 1).astype(np.uint64)
         ph = [int(v) for v in ph_arr]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +209,7 @@ def _from_coco_groups(path: Path, coco, coco_groups, coco_default) -> Data:
             "--coco-default NAME for the other images, or --multilabel for one group per "
             "category"
         )
-    groups: dict[str, list[int]] = {}
+    groups: dict[Hashable, list[int]] = {}
     for name, ids in pairs(coco_groups, "--coco-groups"):
         try:
             groups.setdefault(name, []).extend(int(x) for x in ids.split(","))

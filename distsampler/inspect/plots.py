@@ -40,7 +40,9 @@ def _colors(num: int, minority: int) -> list:
     from matplotlib import colormaps
 
     palette = (
-        colormaps["tab10"].colors if num <= 10 else colormaps["viridis"](np.linspace(0, 1, num))
+        colormaps["tab10"].colors  # type: ignore[attr-defined]  # a ListedColormap
+        if num <= 10
+        else colormaps["viridis"](np.linspace(0, 1, num))
     )
     others = [c for i, c in enumerate(palette) if i != 3]  # tab10[3] is red: the minority's
     out, j = [], 0
@@ -62,7 +64,9 @@ def _batch_axis(ctx: dict) -> str:
 
 
 def _plot_composition(ax, run: Run, ctx: dict) -> None:
-    head = run.tally.head  # (batches, C)
+    head = run.result.head  # (batches, C)
+    if head is None:
+        return
     x = np.arange(len(head))
     m = ctx["minority"]
     shown = [m] + [c for c in ctx["classes"] if c != m]
@@ -93,7 +97,7 @@ def _plot_composition(ax, run: Run, ctx: dict) -> None:
 
 def _plot_share_hist(ax, run: Run, ctx: dict) -> None:
     bs = ctx["batch_size"]
-    shares = np.concatenate(run.tally.shares)
+    shares = np.concatenate(run.result.shares)
     edges = (np.arange(bs + 2) - 0.5) / bs
     name = ctx["names"][ctx["minority"]]
     ax.hist(shares, bins=edges, color=ctx["colors"][ctx["minority"]], alpha=0.85,
@@ -108,12 +112,12 @@ def _plot_share_hist(ax, run: Run, ctx: dict) -> None:
 
 
 def _plot_coverage(ax, run: Run, ctx: dict) -> None:
-    at, seen, expected = run.tally.curve()
+    at, seen, expected = run.result.curve()
     for c in ctx["classes"]:
         ax.plot(at, seen[:, c], color=ctx["colors"][c], lw=1.8, label=ctx["names"][c])
         ax.plot(at, expected[:, c], color=ctx["colors"][c], lw=1, ls=":")
     ax.plot([], [], color="0.3", lw=1, ls=":", label="i.i.d. expectation")
-    for b in np.cumsum(run.tally.iterations)[:-1]:
+    for b in np.cumsum(run.result.iterations)[:-1]:
         ax.axvline(b, color="0.85", lw=0.8, zorder=0)
     ax.set_ylim(0, 1.03)
     ax.set_xlabel("training step (grey lines: epoch ends)")
@@ -124,7 +128,7 @@ def _plot_coverage(ax, run: Run, ctx: dict) -> None:
 
 def _plot_times_seen(ax, run: Run, ctx: dict) -> None:
     for c in ctx["classes"]:
-        x, f = ecdf(run.tally.times_seen(c))
+        x, f = ecdf(run.result.times_seen(c))
         ax.step(
             np.concatenate([[0], x]),
             np.concatenate([[0], f]),
@@ -139,7 +143,7 @@ def _plot_times_seen(ax, run: Run, ctx: dict) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylim(0, 1.03)
     ax.set_xlabel(
-        f"times a sample was seen in {len(run.tally.draws)} epochs (log scale)\n"
+        f"times a sample was seen in {len(run.result.draws)} epochs (log scale)\n"
         "share seen at most x times; the value at 0 = never seen",
         fontsize=9,
     )
@@ -157,7 +161,7 @@ PANELS = {
 
 
 def _share_max(run: Run, minority: int) -> float:
-    shares = np.concatenate(run.tally.shares)
+    shares = np.concatenate(run.result.shares)
     return max(2 * float(run.target[minority]), float(shares.max(initial=0)))
 
 

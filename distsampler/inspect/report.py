@@ -34,7 +34,7 @@ def build_report(runs: list[Run], data: Data, args, minority: int) -> dict:
             "strategy": args.strategy,
         },
         "samplers": {
-            r.kind: {"detail": r.detail, **r.tally.summary(names, r.target)}
+            r.kind: {"detail": r.detail, **r.result.summary(names, r.target)}
             for r in runs
             if not r.skipped
         },

@@ -56,6 +56,13 @@ class Run:
     tally: Tally | None = None
     skipped: str | None = None  # why the sampler cannot run
 
+    @property
+    def result(self) -> Tally:
+        """The simulated run's tally (only runs that were simulated have one)."""
+        if self.tally is None:
+            raise ValueError(f"the {self.kind} run was not simulated: {self.skipped or 'yet'}")
+        return self.tally
+
 
 def default_samplers(args, data: Data) -> list[str]:
     """``--sampler`` when not given: weighted and torch-wrs (plus quota with ``--quota``);
@@ -222,9 +229,11 @@ def simulate(runs: list[Run], data: Data, args, minority: int) -> None:
         for run in runs:
             if run.skipped:
                 continue
-            run.tally = Tally(data.membership, minority, args.batch_size)
+            tally = run.tally = Tally(data.membership, minority, args.batch_size)
+            layout = run.layout
+            assert layout is not None  # a run that is not skipped has a layout
             for epoch in range(args.epochs):
                 progress.label = f"{run.kind} epoch {epoch + 1}/{args.epochs}"
-                run.tally.add_epoch(run.layout(epoch, progress))
+                tally.add_epoch(layout(epoch, progress))
     finally:
         progress.close()
