@@ -12,6 +12,7 @@ from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan
 from ._core.sharding import resolve_world
 from ._core.state import Config, config_value
+from ._types import LabelsLike
 from .groups import GroupIndex
 
 __all__ = ["DistributedQuotaBatchSampler"]
@@ -77,7 +78,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
 
     def __init__(
         self,
-        labels,
+        labels: LabelsLike,
         batch_size: int,
         quotas: Mapping[Hashable, int | float],
         *,
@@ -135,7 +136,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
     @classmethod
     def with_epoch_fractions(
         cls,
-        labels,
+        labels: LabelsLike,
         batch_size: int,
         fractions: Mapping[Hashable, float],
         *,

@@ -21,6 +21,7 @@ from ._core.plan import (
 )
 from ._core.sharding import Shard, resolve_world
 from ._core.state import Config, EpochState, config_value
+from ._types import ClassWeightsLike, LabelsLike, WeightsLike
 from .groups import GroupIndex
 from .weight_index import WeightIndex
 
@@ -98,10 +99,10 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     def __init__(
         self,
-        weights=None,
+        weights: WeightsLike | None = None,
         *,
-        labels=None,
-        class_weights="balanced",
+        labels: LabelsLike | None = None,
+        class_weights: ClassWeightsLike = "balanced",
         num_samples: int | None = None,
         replacement: bool = True,
         stratify: bool | None = None,
@@ -207,13 +208,15 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
     def _check_counts(self, epoch: int) -> None:
         if self.replacement:
             return
-        counts, sizes = self._plan.counts(epoch), self.index.sizes
+        plan, index = self._plan, self.index
+        assert isinstance(plan, Stratified) and index is not None  # labels without replacement
+        counts, sizes = plan.counts(epoch), index.sizes
         over = np.flatnonzero(counts > sizes)
         if over.size:
             c = int(over[0])
             raise ValueError(
                 f"num_samples={self.num_samples} needs {counts[c]} draws of class "
-                f"{self.index.names[c]!r} per epoch, more than its {sizes[c]} samples; without "
+                f"{index.names[c]!r} per epoch, more than its {sizes[c]} samples; without "
                 "replacement lower num_samples or use replacement=True"
             )
 
@@ -235,7 +238,10 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
     @property
     def dataset_size(self) -> int:
         """Samples the sampler indexes (one per weight or label): must equal ``len(dataset)``."""
-        return len(self.index if self.index is not None else self.weight_index)
+        if self.index is not None:
+            return len(self.index)
+        assert self.weight_index is not None  # exactly one of the two is set
+        return len(self.weight_index)
 
     def _total(self) -> int:
         return self.num_samples

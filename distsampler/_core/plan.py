@@ -75,7 +75,8 @@ _FEW = 8  # groups up to which a draw's group is found by comparisons, not a sea
 class Plan(Protocol):
     """An epoch's stream of dataset indices: ``num_samples`` positions, then its continuation."""
 
-    num_samples: int
+    @property
+    def num_samples(self) -> int: ...
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         """Dataset indices (int64) at the sorted global ``positions`` of ``epoch``'s plan."""
