@@ -123,7 +123,9 @@ def test_dataset_size_is_checked(given, ok):
     if ok:
         assert _quota(dataset_size=given).dataset_size == 100
     else:
-        with pytest.raises(ValueError, match=f"dataset_size={given}, but the sampler indexes 100 samples"):
+        with pytest.raises(
+            ValueError, match=f"dataset_size={given}, but the sampler indexes 100 samples"
+        ):
             _quota(dataset_size=given)
 
 

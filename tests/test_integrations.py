@@ -110,7 +110,9 @@ def test_accelerate_batches_checks_its_world() -> None:
         AccelerateBatches(make("quota", 2, 0), num_processes=3)
     with pytest.raises(ValueError, match="batch_size is required"):
         AccelerateBatches(make("weighted", 2, 0), num_processes=2)
-    with pytest.raises(TypeError, match="DistributedWeightedSampler or one of distsampler.s batch samplers"):
+    with pytest.raises(
+        TypeError, match="DistributedWeightedSampler or one of distsampler.s batch samplers"
+    ):
         AccelerateBatches(DistributedSampler(DATASET, num_replicas=2, rank=0), B, 2)
 
 
