@@ -6,15 +6,24 @@ faster at 1e7 keys: numpy's stable argsort of float64 is a merge sort of (key, i
 while a plain ``np.sort`` of uint64 is much faster. So each key is packed with its value into
 one uint64 (the key's high bits above the value's bits) and the packed words are sorted; the few
 neighbours whose packed keys tie are put back in exact key order afterwards.
+
+The packed words are kept below ``2**63`` so that they also sort as int64, and up to
+``_TORCH_SORT`` words are sorted by ``torch.sort`` (a parallel radix/merge sort, 0.42 s against
+numpy's 0.65 s for 1e7 words on 2 cores): torch is a runtime dependency anyway. Trade-off:
+``torch.sort`` returns new value and index arrays (16 bytes a word besides the packed words), so
+above ``_TORCH_SORT`` words numpy sorts in place and the peak memory stays that of the words.
+Either way the result is the same exact stable order.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 __all__ = ["sort_by_key", "sorted_unique"]
 
 _STEP = 1 << 16  # elements a packing step (cache-sized temporaries)
+_TORCH_SORT = 1 << 25  # words sorted by torch.sort up to this many (+16 bytes a word at peak)
 
 
 def sorted_unique(x: np.ndarray) -> np.ndarray:
@@ -54,7 +63,7 @@ def sort_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         return values[np.argsort(keys, kind="stable")].astype(np.int64)
     # Key bits relative to the smallest key, shifted up to the top: as many as fit above the
     # value (the exponent bits the keys share carry nothing).
-    up = np.uint64(64 - span.bit_length())
+    up = np.uint64(63 - span.bit_length())  # below 2**63: the words also sort as int64
     w = np.uint64(width)
     packed = np.empty(n, dtype=np.uint64)
     for lo in range(0, n, _STEP):
@@ -64,7 +73,11 @@ def sort_by_key(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         p >>= w
         p <<= w
         p |= values[lo : lo + _STEP].astype(np.uint64)
-    packed.sort()
+    if n <= _TORCH_SORT:
+        words = torch.sort(torch.from_numpy(packed.view(np.int64))).values
+        packed = words.numpy().view(np.uint64)
+    else:
+        packed.sort()
     # Neighbours whose packed keys tie, found step by step (no second N-sized array).
     ties = [np.zeros(0, dtype=np.intp)]  # i: entries i and i + 1 tie
     for lo in range(0, n - 1, _STEP):
