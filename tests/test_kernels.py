@@ -438,3 +438,16 @@ def test_without_replacement_round_is_the_stable_order_of_exponential_keys(need)
     want = idx[np.argsort(keys, kind="stable")]
     got = plan._order(3, 1, 0, need)
     assert np.array_equal(got[:need], want[:need])
+
+
+@pytest.mark.parametrize("torch_sort_up_to", [0, 1 << 25])  # numpy's in-place sort / torch.sort
+def test_sort_by_key_is_the_stable_argsort_on_both_sort_paths(monkeypatch, torch_sort_up_to):
+    from distsampler._core import sorting
+
+    monkeypatch.setattr(sorting, "_TORCH_SORT", torch_sort_up_to)
+    rng = np.random.default_rng(5)
+    keys = np.concatenate([rng.exponential(size=5000), np.full(300, 0.25), [np.inf] * 3])
+    rng.shuffle(keys)
+    values = np.arange(0, 3 * len(keys), 3)
+    expected = values[np.argsort(keys, kind="stable")]
+    assert np.array_equal(sorting.sort_by_key(keys, values), expected)
