@@ -15,42 +15,30 @@ fits (4 bytes a member). A range index has no member array: member ``j`` of grou
 an implicit index of the same groups give identical plans.
 
 :meth:`GroupIndex.save` / :meth:`GroupIndex.load` keep the index in ``.npy`` and ``.json``
-files that the ranks of one node memory-map and share. Nothing is ever unpickled.
+files that the ranks of one node memory-map and share: saves are atomic, loads check every
+member is a dataset index (files are inputs). Nothing is ever unpickled. The reading side
+(``member``, ``sizes``, ``fingerprint``) is the engine's ``_core.index_store.GroupStore``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._core import index_files as files
 from ._core.checks import MAX_SIZE, as_array, check_bool, check_int
+from ._core.index_store import GroupStore, fingerprint
+from ._core.index_store import plain as _plain
 
 __all__ = ["GroupIndex", "fingerprint", "from_coco"]
 
-_FINGERPRINT_SAMPLES = 1 << 20
 _CHUNK = 1 << 22
 _SORT_CHUNK = 1 << 20  # samples a step of the counting sort (about 30 MB of temporaries)
-_FORMAT = 2  # version of the saved layout (meta.json); 1 had no meta.json
-
-
-def fingerprint(arr: np.ndarray) -> str:
-    """A short digest of an array: its length, dtype and up to 2**20 evenly spaced entries.
-
-    Cheap at 1e8 entries (also memory-mapped: it reads 2**20 of them); catches a different
-    dataset, not a single flipped label.
-    """
-    step = max(1, len(arr) // _FINGERPRINT_SAMPLES)
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{len(arr)}:{arr.dtype.str}".encode())
-    h.update(np.ascontiguousarray(arr[::step]))  # the buffer itself: no second copy
-    return h.hexdigest()
+_FORMAT = 3  # version of the saved layout (meta.json); 1 had no meta.json, 2 no manifest
 
 
 def _index_dtype(n: int) -> type:
@@ -61,8 +49,7 @@ def _code_dtype(num: int) -> type:
     return np.int16 if num < (1 << 15) else np.int32  # int16 keys sort by radix, O(N)
 
 
-@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
-class GroupIndex:
+class GroupIndex(GroupStore):
     """Members of each group of a dataset of ``num_samples`` samples.
 
     Attributes:
@@ -76,89 +63,12 @@ class GroupIndex:
         multilabel: whether groups may overlap (built from label sets with a sample in more
             than one group).
 
+    Reading (``sizes``, ``member(g, j)``, ``group(g)``, ``fingerprint()``) is the engine's
+    storage type, which this class extends with the builders and the files.
+
     Trap: the index must describe the dataset the loader reads, in the same order: check
     ``len(index) == len(dataset)``.
     """
-
-    names: tuple[Hashable, ...]
-    members: np.ndarray | None
-    offsets: np.ndarray
-    num_samples: int = -1
-    multilabel: bool = False
-
-    def __post_init__(self) -> None:
-        offsets = np.asarray(self.offsets, dtype=np.int64)
-        object.__setattr__(self, "offsets", offsets)
-        if offsets.ndim != 1 or len(offsets) != len(self.names) + 1 or offsets[0] != 0:
-            raise ValueError(
-                f"offsets should be {len(self.names) + 1} boundaries starting at 0, "
-                f"but got shape {offsets.shape}"
-            )
-        if (np.diff(offsets) < 0).any():
-            raise ValueError("offsets should be non-decreasing")
-        total = int(offsets[-1])
-        if self.num_samples == -1:
-            object.__setattr__(self, "num_samples", total)
-        n = check_int("num_samples", self.num_samples, 1, MAX_SIZE)
-        if self.members is None and total != n:
-            raise ValueError(f"a range index covers {total} samples, not num_samples={n}")
-        if self.members is not None and len(self.members) != total:
-            raise ValueError(f"members has {len(self.members)} entries, offsets say {total}")
-
-    # -- reading -----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.num_samples
-
-    @property
-    def sizes(self) -> np.ndarray:
-        """Members per group (with label sets: samples *containing* the group), int64."""
-        return np.diff(self.offsets)
-
-    @property
-    def is_range(self) -> bool:
-        """Groups are contiguous ranges with no stored member array (:meth:`from_sizes`)."""
-        return self.members is None
-
-    def member(self, groups: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Member ``j`` of group ``groups`` (arrays, broadcast), as int64 dataset indices.
-
-        The one accessor every plan uses: stored and range indices give the same answer.
-        """
-        at = self.offsets[groups] + j
-        if self.members is None:
-            return np.asarray(at, dtype=np.int64)
-        return self.members[at].astype(np.int64)
-
-    def group(self, g: int) -> np.ndarray:
-        """All members of group ``g`` (for a range index, a fresh ``arange``)."""
-        lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
-        if self.members is None:
-            return np.arange(lo, hi, dtype=np.int64)
-        return self.members[lo:hi]
-
-    def code(self, name: Hashable, argument: str) -> int:
-        """Group id of ``name``; a clear error naming ``argument`` if there is no such group."""
-        try:
-            return self._codes[name]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"{argument} names group {name!r}, which has no members; "
-                f"the groups are {list(self.names)[:20]}"
-            ) from None
-
-    @property
-    def _codes(self) -> dict[Hashable, int]:
-        return {n: i for i, n in enumerate(self.names)}
-
-    def fingerprint(self) -> str:
-        """A short digest of the groups (names, sizes, sampled members and ``N``)."""
-        h = hashlib.blake2b(digest_size=8)
-        h.update(json.dumps([_plain(n) for n in self.names]).encode())
-        h.update(self.offsets.tobytes())
-        h.update(f"{self.num_samples}:{self.multilabel}".encode())
-        if self.members is not None:
-            h.update(fingerprint(self.members).encode())
-        return h.hexdigest()
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -362,52 +272,104 @@ class GroupIndex:
 
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:
-        """Write ``offsets.npy``, ``names.json``, ``meta.json`` and ``members.npy`` (no pickles).
+        """Write the index atomically: ``.npy`` and ``.json`` files, ``manifest.json`` last.
 
-        Build and save once per node (local rank 0), then :meth:`load` with ``mmap=True`` in
-        every rank: the ranks share one copy of the pages.
+        The files are written into a temporary directory beside ``directory`` and renamed into
+        place, replacing an earlier save whole: a crash mid-save leaves the old save (or none),
+        never a mix. Build and save once per node (local rank 0), then :meth:`load` with
+        ``mmap=True`` in every rank: the ranks share one copy of the pages. Nothing is pickled.
+
+        Trap: ``directory`` is replaced as a whole; a directory holding other files is refused.
         """
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        arrays = {"offsets": self.offsets}
         if self.members is not None:
-            np.save(d / "members.npy", self.members)
-        np.save(d / "offsets.npy", self.offsets)
-        (d / "names.json").write_text(json.dumps([_plain(n) for n in self.names]))
+            arrays["members"] = self.members
         meta = {
             "format": _FORMAT,
             "num_samples": int(self.num_samples),
             "multilabel": bool(self.multilabel),
             "ranges": self.members is None,
         }
-        (d / "meta.json").write_text(json.dumps(meta))
+        names = [_plain(n) for n in self.names]
+        files.write_index(directory, "GroupIndex", arrays, {"names": names, "meta": meta})
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> GroupIndex:
-        """Load a saved index; ``mmap=True`` maps ``members`` so a node's ranks share pages."""
-        d = Path(directory)
+    def load(
+        cls, directory: str | os.PathLike, mmap: bool = True, *, verify: bool = True
+    ) -> GroupIndex:
+        """Load a saved index, checking it first: files are inputs.
+
+        Refuses with a ``ValueError`` naming the file: a save that did not finish or a save
+        by distsampler 0.2 (no ``manifest.json``; build and save again), files of two saves,
+        truncated files, wrong dtypes (float members), a member outside ``[0, num_samples)``,
+        offsets that are not non-decreasing from 0 to ``len(members)``, JSON fields of the
+        wrong type. Reading every member once (a chunked min/max) is the main cost.
+
+        Args:
+            directory: the directory :meth:`save` wrote.
+            mmap: memory-map ``members`` so the ranks of a node share its pages.
+            verify: also compare a CRC-32 of every file with the one its save wrote (reads
+                every byte again; a flipped bit anywhere is caught). ``False`` keeps every
+                range check and the sampled fingerprints.
+        """
         mmap = check_bool("mmap", mmap)
-        offsets = np.load(d / "offsets.npy", allow_pickle=False)
-        names = tuple(json.loads((d / "names.json").read_text()))
+        verify = check_bool("verify", verify)
+        d, table = files.read_manifest(directory, "GroupIndex")
         meta_file = d / "meta.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-        if meta.get("ranges"):
-            members = None
-        else:
-            members = np.load(
-                d / "members.npy", mmap_mode="r" if mmap else None, allow_pickle=False
-            )
-        return cls(
-            names,
-            members,
-            offsets,
-            num_samples=int(meta.get("num_samples", int(offsets[-1]))),
-            multilabel=bool(meta.get("multilabel", False)),
+
+        def same_format(meta: Any) -> None:
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                raise ValueError(
+                    f"{str(meta_file)!r} holds a label index of another format: {meta!r}"
+                )
+
+        meta = files.read_document(table, d, "meta.json", same_format)
+        num_samples, multilabel, ranges = (
+            meta.get(k) for k in ("num_samples", "multilabel", "ranges")
         )
+        if not (
+            isinstance(num_samples, int)
+            and not isinstance(num_samples, bool)
+            and 1 <= num_samples <= MAX_SIZE
+            and isinstance(multilabel, bool)
+            and isinstance(ranges, bool)
+        ):
+            raise ValueError(
+                f"{str(meta_file)!r} should hold num_samples (an int in [1, {MAX_SIZE}]), "
+                f"multilabel and ranges (booleans), but holds {meta!r}"
+            )
+        names = files.read_document(table, d, "names.json")
+        if (
+            not isinstance(names, list)
+            or not all(isinstance(n, (int, str)) and not isinstance(n, bool) for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(
+                f"{str(d / 'names.json')!r} should be a list of distinct ints or strings"
+            )
+        offsets = files.read_array(table, d, "offsets.npy", "i", False, verify)
+        members = None
+        if not ranges:
+            members = files.read_array(table, d, "members.npy", "i", mmap, verify)
+        return cls._checked(d, names, members, offsets, num_samples, multilabel)
 
-
-def _plain(name: Hashable) -> Any:
-    """A group name as JSON can hold it (numpy ints become ints)."""
-    return int(name) if isinstance(name, np.integer) else name
+    @classmethod
+    def _checked(cls, d: Path, names, members, offsets, num_samples: int, multilabel: bool):
+        """The index of checked arrays: offsets from 0 to the members' end, members in [0, N)."""
+        end = num_samples if members is None else len(members)
+        if len(offsets) != len(names) + 1:
+            raise ValueError(
+                f"{str(d / 'offsets.npy')!r} has {len(offsets)} entries for {len(names)} groups"
+            )
+        files.check_nondecreasing(d / "offsets.npy", offsets, 0, end)
+        if offsets[0] != 0 or offsets[-1] != end:
+            raise ValueError(
+                f"{str(d / 'offsets.npy')!r} should run from 0 to {end}, "
+                f"but runs {offsets[0]}..{offsets[-1]}"
+            )
+        if members is not None:
+            files.check_members(d / "members.npy", members, num_samples)
+        return cls(tuple(names), members, offsets, num_samples=num_samples, multilabel=multilabel)
 
 
 def _sort_key(name: Hashable) -> tuple:

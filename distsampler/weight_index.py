@@ -15,16 +15,15 @@ size ``N`` can be saved once and memory-mapped by every rank of a node
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._core import index_files as files
 from ._core.checks import check_bool, check_weights
-from .groups import GroupIndex, fingerprint
+from ._core.index_store import WeightStore, guide_table, guided_search
+from .groups import GroupIndex
 
 __all__ = ["WeightIndex", "guide_table", "guided_search"]
 
@@ -32,58 +31,7 @@ __all__ = ["WeightIndex", "guide_table", "guided_search"]
 MAX_VALUES = 1 << 12
 _CHUNK = 1 << 20
 _PROBE = 1 << 20  # weights looked at before deciding the layout
-_WALK = 8  # guide-table steps before bisection
-_SWEEPS = 2  # of them taken by every value (most need 0 to 2)
-_FORMAT = 1
-
-
-def guide_table(cumulative: np.ndarray) -> tuple[np.ndarray, float]:
-    """Chen & Asau's guide table over sorted ``cumulative`` weights, one bucket a sample.
-
-    ``guide[b] <= #(cumulative <= b * step)`` with ``step = total / N``: element ``i`` counts
-    from bucket ``ceil(c_i / step) + 1`` on (one bucket late at most, whatever the rounding), so
-    a search started at ``guide[b]`` never starts past its answer. One O(N) pass in chunks;
-    4 bytes a sample (int32 below 2**31 samples).
-    """
-    n = len(cumulative)
-    step = float(cumulative[-1]) / n
-    dtype = np.int32 if n < 2**31 else np.int64
-    guide = np.zeros(n + 2, dtype=dtype)
-    for lo in range(0, n, _CHUNK):
-        k = np.ceil(cumulative[lo : lo + _CHUNK] / step).astype(np.int64) + 1
-        np.minimum(k, n + 1, out=k)
-        guide[k[0] : k[-1] + 1] += np.bincount(k - k[0]).astype(dtype)  # sorted input: k too
-    np.cumsum(guide, out=guide)
-    return guide[: n + 1], step
-
-
-def guided_search(
-    cumulative: np.ndarray, guide: np.ndarray, step: float, x: np.ndarray
-) -> np.ndarray:
-    """``np.searchsorted(cumulative, x, side="right")`` exactly, O(1) expected per value.
-
-    Start at the guide entry of ``x``'s bucket and step right while ``cumulative[i] <= x``: a
-    bucket holds about one sample on average whatever the weights (Chen & Asau, 1974). Values
-    still walking after ``_WALK`` passes (long runs of zero weights) finish by bisection.
-    """
-    n, last = len(cumulative), len(cumulative) - 1
-    b = np.minimum((x / step).astype(np.int64), len(guide) - 1)
-    b -= x < b * step  # rounding: never start past the answer
-    i = guide[b].astype(np.int64)
-    for _ in range(_SWEEPS):  # whole-array steps: no index arrays while most still walk
-        i += cumulative[np.minimum(i, last)] <= x
-    np.minimum(i, n, out=i)  # a step from n (x past the last value) stays at n
-    todo = np.flatnonzero(cumulative[np.minimum(i, last)] <= x)
-    todo = todo[i[todo] < n]
-    for _ in range(_WALK - _SWEEPS):
-        if not todo.size:
-            return i
-        i[todo] += 1
-        todo = todo[i[todo] < n]
-        todo = todo[cumulative[i[todo]] <= x[todo]]
-    if todo.size:
-        i[todo] = np.searchsorted(cumulative, x[todo], side="right")
-    return i
+_FORMAT = 2  # 1: distsampler 0.2 (no manifest)
 
 
 def _distinct_values(weights: np.ndarray) -> np.ndarray | None:
@@ -119,8 +67,7 @@ class _ValueCodes:
         return np.searchsorted(self.values, np.asarray(self.weights[part], dtype=np.float64))
 
 
-@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not objects
-class WeightIndex:
+class WeightIndex(WeightStore):
     """Per-sample weights prepared for weighted draws (build once, save, map in every rank).
 
     Attributes:
@@ -130,39 +77,15 @@ class WeightIndex:
         cumulative, guide, step: cumulative layout: float64 running sums, the guide table
             and its bucket width (``None`` in the by-value layout).
 
+    ``by_value``, ``positive`` and ``fingerprint()`` come from the engine's storage type,
+    which this class extends with the builder and the files.
+
     Examples:
         >>> import numpy as np
         >>> index = WeightIndex.from_weights(np.array([1.0, 3.0, 1.0, 0.0]))
         >>> len(index), index.by_value
         (4, True)
     """
-
-    weights: np.ndarray
-    values: np.ndarray | None = None
-    groups: GroupIndex | None = None
-    cumulative: np.ndarray | None = None
-    guide: np.ndarray | None = None
-    step: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.weights)
-
-    @property
-    def by_value(self) -> bool:
-        """Whether draws go class-first through the value groups (few distinct values)."""
-        return self.groups is not None
-
-    @property
-    def positive(self) -> int:
-        """Number of samples with a positive weight."""
-        if self.groups is not None:
-            return int(self.groups.offsets[-1])
-        w = self.weights
-        return sum(int(np.count_nonzero(w[lo : lo + _CHUNK])) for lo in range(0, len(w), _CHUNK))
-
-    def fingerprint(self) -> str:
-        """A short digest of the weights (identifies the data in a sampler's state)."""
-        return fingerprint(self.weights)
 
     @classmethod
     def from_weights(cls, weights: Any) -> WeightIndex:
@@ -190,42 +113,90 @@ class WeightIndex:
 
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:
-        """Write the index as ``.npy`` files and a ``meta.json`` (no pickles).
+        """Write the index atomically: ``.npy`` files and ``meta.json``, ``manifest.json`` last.
 
-        Build and save once per node (on local rank 0), wait at a barrier, then
-        :meth:`load` with ``mmap=True`` in every rank.
+        As :meth:`GroupIndex.save <distsampler.GroupIndex.save>`: written beside
+        ``directory`` and renamed into place, replacing an earlier save whole. Build and save
+        once per node (on local rank 0), wait at a barrier, then :meth:`load` with
+        ``mmap=True`` in every rank.
         """
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        np.save(d / "weights.npy", np.asarray(self.weights))
+        arrays: dict[str, np.ndarray] = {"weights": np.asarray(self.weights)}
         meta: dict[str, Any] = {"format": _FORMAT, "by_value": self.by_value}
         if self.groups is not None:
-            np.save(d / "values.npy", self.values)
-            self.groups.save(d / "groups")
+            arrays["values"] = np.asarray(self.values)
+            arrays["offsets"] = self.groups.offsets
+            assert self.groups.members is not None
+            arrays["members"] = self.groups.members
         else:
-            np.save(d / "cumulative.npy", self.cumulative)
-            np.save(d / "guide.npy", self.guide)
+            arrays["cumulative"] = np.asarray(self.cumulative)
+            arrays["guide"] = np.asarray(self.guide)
             meta["step"] = float(self.step).hex()
-        (d / "meta.json").write_text(json.dumps(meta))
+        files.write_index(directory, "WeightIndex", arrays, {"meta": meta})
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> WeightIndex:
-        """Load a saved index; ``mmap=True`` maps every array of size ``N`` (shared pages)."""
-        d = Path(directory)
-        mode = "r" if check_bool("mmap", mmap) else None
-        meta = json.loads((d / "meta.json").read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{str(d)!r} holds a weight index of another format: {meta!r}")
+    def load(
+        cls, directory: str | os.PathLike, mmap: bool = True, *, verify: bool = True
+    ) -> WeightIndex:
+        """Load a saved index, checking it first: files are inputs.
 
-        def arr(name: str) -> np.ndarray:
-            return np.load(d / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+        Refuses with a ``ValueError`` naming the file: a save that did not finish or one by
+        distsampler 0.2 (no ``manifest.json``), files of two saves, truncated files, wrong
+        dtypes, weights that are NaN, infinite or negative, value groups whose members leave
+        ``[0, N)``, cumulative weights that decrease, guide entries outside ``[0, N]``.
 
-        if meta["by_value"]:
-            groups = GroupIndex.load(d / "groups", mmap=mmap)
-            return cls(arr("weights"), values=np.load(d / "values.npy"), groups=groups)
-        return cls(
-            arr("weights"),
-            cumulative=arr("cumulative"),
-            guide=arr("guide"),
-            step=float.fromhex(meta["step"]),
-        )
+        Args:
+            directory: the directory :meth:`save` wrote.
+            mmap: memory-map every array of size ``N`` (the ranks of a node share the pages).
+            verify: also compare a CRC-32 of every file with the one its save wrote.
+        """
+        mmap = check_bool("mmap", mmap)
+        verify = check_bool("verify", verify)
+        d, table = files.read_manifest(directory, "WeightIndex")
+        meta_file = str(d / "meta.json")
+
+        def same_format(meta: Any) -> None:
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                raise ValueError(f"{meta_file!r} holds a weight index of another format: {meta!r}")
+
+        meta = files.read_document(table, d, "meta.json", same_format)
+        by_value = meta.get("by_value")
+        if not isinstance(by_value, bool):
+            raise ValueError(f"{meta_file!r}: by_value should be a boolean, got {by_value!r}")
+
+        def arr(name: str, kinds: str = "f", mapped: bool = mmap) -> np.ndarray:
+            return files.read_array(table, d, f"{name}.npy", kinds, mapped, verify)
+
+        weights = arr("weights")
+        n = len(weights)
+        if n == 0:
+            raise ValueError(f"{str(d / 'weights.npy')!r} holds no weight")
+        files.check_finite_nonnegative(d / "weights.npy", weights)
+        if by_value:
+            values = arr("values", mapped=False)
+            files.check_finite_nonnegative(d / "values.npy", values, positive=True)
+            if (np.diff(values) <= 0).any():
+                raise ValueError(f"{str(d / 'values.npy')!r} should be increasing")
+            groups = GroupIndex._checked(
+                d, range(len(values)), arr("members", "i"), arr("offsets", "i", False), n, False
+            )
+            return cls(weights, values=values, groups=groups)
+        step = meta.get("step")
+        try:
+            step = float.fromhex(step)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{meta_file!r}: step should be a float in hex, got {step!r}"
+            ) from None
+        cumulative, guide = arr("cumulative"), arr("guide", "i")
+        if len(cumulative) != n or len(guide) != n + 1:
+            raise ValueError(
+                f"{str(d)!r}: cumulative and guide should hold {n} and {n + 1} entries "
+                f"(one a weight), but hold {len(cumulative)} and {len(guide)}"
+            )
+        files.check_nondecreasing(d / "cumulative.npy", cumulative, 0.0, np.inf)
+        if not (np.isfinite(cumulative[-1]) and cumulative[-1] > 0):
+            raise ValueError(f"{str(d / 'cumulative.npy')!r} should end at a positive total")
+        files.check_nondecreasing(d / "guide.npy", guide, 0, n)
+        if not (np.isfinite(step) and step > 0):
+            raise ValueError(f"{meta_file!r}: step should be positive, got {step!r}")
+        return cls(weights, cumulative=cumulative, guide=guide, step=step)

@@ -39,8 +39,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..groups import GroupIndex
-from ..weight_index import WeightIndex, guided_search
+from .index_store import GroupStore as GroupIndex
+from .index_store import WeightStore as WeightIndex
+from .index_store import guided_search
 from .keyed import derive, make_key, permute, uniform
 from .sorting import sort_by_key, sorted_unique
 from .strata import stratified_ranks

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..groups import GroupIndex
+from .index_store import GroupStore as GroupIndex
 from .keyed import derive, hash64, make_key, permute, uniform
 from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
 from .sorting import sorted_unique
