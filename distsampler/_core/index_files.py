@@ -90,15 +90,19 @@ def write_index(
     Refuses a ``directory`` that exists and holds files but no saved index (it would be replaced).
     """
     target = Path(os.path.abspath(directory))
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"cannot save an index to {str(target)!r}: it is not a directory")
-        saved = (target / MANIFEST).exists() or (target / "meta.json").exists()
-        if not saved and any(target.iterdir()):
-            raise ValueError(
-                f"cannot save an index to {str(target)!r}: it holds files that are not a saved "
-                "index (a save replaces the whole directory); pick a new or empty directory"
-            )
+    try:
+        present = {p.name for p in target.iterdir()}
+    except FileNotFoundError:  # none yet (or another save moved it aside just now)
+        present = set()
+    except NotADirectoryError:
+        raise ValueError(
+            f"cannot save an index to {str(target)!r}: it is not a directory"
+        ) from None
+    if present and not present & {MANIFEST, "meta.json"}:
+        raise ValueError(
+            f"cannot save an index to {str(target)!r}: it holds files that are not a saved "
+            "index (a save replaces the whole directory); pick a new or empty directory"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
     try:
