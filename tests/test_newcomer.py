@@ -117,3 +117,20 @@ def test_a_dataloader_loop_without_set_epoch_warns_through_the_loader():
 def test_the_warning_is_public():
     assert distsampler.EpochNotSetWarning is EpochNotSetWarning
     assert issubclass(EpochNotSetWarning, UserWarning)
+
+
+def test_the_warning_names_the_users_line_even_through_a_dataloader():
+    dataset = TensorDataset(torch.arange(100))
+    for make, wrap in [
+        (weighted, lambda s: DataLoader(dataset, batch_size=4, sampler=s)),
+        (quota, lambda s: DataLoader(dataset, batch_sampler=s)),
+        (weighted, lambda s: s),
+    ]:
+        loader = wrap(make())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                for _batch in loader:  # the line a user should be sent to
+                    pass
+        (w,) = [c for c in caught if issubclass(c.category, EpochNotSetWarning)]
+        assert w.filename == __file__, w.filename

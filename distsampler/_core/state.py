@@ -14,6 +14,8 @@ it: a state loads under any world size.
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -62,6 +64,22 @@ def config_diff(saved: dict, this: dict) -> list[str]:
         if a != b:
             out.append(f"{name}: saved {a!r}, this {b!r}")
     return out
+
+
+#: Frames in these directories are the library's, not the user's (torch's loader included).
+_LIBRARY_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # distsampler/
+    os.path.join("torch", "utils", "data"),
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside distsampler and torch's data loader, so that
+    a warning names the user's line (the loop that iterated again), not a library's."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(d in frame.f_code.co_filename for d in _LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class EpochState:
@@ -160,7 +178,7 @@ class EpochState:
                     "sampler.set_epoch(epoch) before every epoch (set_epoch with the same epoch "
                     "replays it on purpose)",
                     EpochNotSetWarning,
-                    stacklevel=3,
+                    stacklevel=_user_stacklevel(),
                 )
             self._started = True
         lo = 0
