@@ -39,7 +39,9 @@ class EpochNotSetWarning(UserWarning):
 
     Every such pass repeats the same plan (torch's ``DistributedSampler`` repeats silently).
     Call ``sampler.set_epoch(epoch)`` before each epoch; to replay an epoch on purpose, call
-    ``set_epoch`` with the same epoch (it silences this warning).
+    ``set_epoch`` with the same epoch (it silences this warning). A pass stopped part-way and
+    started again from the start counts as a second pass too; a pass that resumes a loaded
+    state does not.
     """
 
 
