@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from types import FrameType
 
 import numpy as np
 
@@ -78,7 +79,8 @@ _LIBRARY_DIRS = (
 def _user_stacklevel() -> int:
     """``stacklevel`` of the first frame outside distsampler and torch's data loader, so that
     a warning names the user's line (the loop that iterated again), not a library's."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and any(d in frame.f_code.co_filename for d in _LIBRARY_DIRS):
         frame, level = frame.f_back, level + 1
     return level
