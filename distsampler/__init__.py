@@ -5,6 +5,8 @@ Public names:
 * `DistributedWeightedSampler`: weighted sampling (per-sample weights, or labels plus a class
   weighting), with or without replacement.
 * `DistributedQuotaBatchSampler`: an exact quota per group in every local mini-batch.
+* `DistributedClassBatchSampler`: ``P`` distinct classes x ``K`` samples per local batch
+  (metric learning), the classes distinct across ranks.
 * `DistributedBucketBatchSampler`: batches of similar size (length, aspect ratio, token
   budget) cut from a weighted or quota source's stream, its balance kept.
 * `GroupIndex`: the groups, from labels, label sets (multi-label) or sizes (ranges); build
@@ -19,6 +21,8 @@ Module map (read in this order):
 ``bucketed``, ``sizes``      size-bucketed batches of a source's stream; per-sample sizes
 ``_core/plan.py``            every index plan: ``(seed, epoch, position) -> dataset index``
 ``_core/quota_plan.py``      the quota plan: ``(seed, epoch, micro-batch) -> batch``
+``pk_batches``               class batches (P classes x K samples), a thin sampler
+``_core/pk_plan.py``         the class-batch plan: ``(seed, epoch, micro-batch) -> P x K``
 ``_core/bucket_plan.py``     the bucket plan: a source's windows cut into batches by size
 ``_core/keyed.py``           counter-based randomness: keys, keyed hash, keyed bijection
 ``_core/strata.py``          stratified class order with random access (Beatty tree)
@@ -38,12 +42,14 @@ from . import weights
 from ._core.state import EpochNotSetWarning
 from .bucketed import DistributedBucketBatchSampler
 from .groups import GroupIndex
+from .pk_batches import DistributedClassBatchSampler
 from .quota import DistributedQuotaBatchSampler
 from .weight_index import WeightIndex
 from .weighted import DistributedWeightedSampler
 
 __all__ = [
     "DistributedBucketBatchSampler",
+    "DistributedClassBatchSampler",
     "DistributedQuotaBatchSampler",
     "DistributedWeightedSampler",
     "EpochNotSetWarning",

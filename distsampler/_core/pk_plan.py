@@ -1,0 +1,199 @@
+"""The class-batch plan: ``(seed, epoch, micro-batch) -> P classes x K members``.
+
+Global micro-batch ``m`` holds the class *slots* ``s = m * P + p`` (``p < P``) of one class
+sequence per epoch, and ``K`` members of each slot's class.
+
+The class sequence of an epoch (``C`` eligible classes, ``H = C // 2``)
+-----------------------------------------------------------------------
+Slots are cut into *cycles* of ``C``: slot ``s`` is position ``i = s % C`` of cycle
+``c = s // C``. The epoch draws one permutation ``pi`` of the classes (key ``(seed, epoch)``);
+its first ``H`` classes are the *front* half ``F``, the other ``C - H`` the *back* half ``B``.
+Every cycle ``c`` lists ``F`` in a fresh order (a permutation of ``[0, H)`` keyed by
+``(c, 0)``) and then ``B`` in a fresh order (keyed by ``(c, 1)``). So:
+
+* **Each cycle holds every class once**: an epoch of ``L = M * P`` slots is ``L // C`` whole
+  cycles and the first ``L % C`` slots of the next, so every class is chosen ``L // C`` or
+  ``L // C + 1`` times (every class at least once when ``L >= C``, the default).
+* **Any ``H`` consecutive slots hold distinct classes.** Proof: a window of ``D <= H`` slots
+  inside one cycle is distinct (a cycle is a permutation). A window across the seam of cycles
+  ``c`` and ``c + 1`` takes the last ``a`` slots of cycle ``c`` (positions ``>= C - a >= C - H
+  >= H``: all in ``B``) and the first ``D - a <= H`` slots of cycle ``c + 1`` (positions
+  ``< H``: all in ``F``); ``F`` and ``B`` are disjoint. A window of ``D <= H < C`` slots spans
+  at most one seam. So a global step of ``W`` ranks x ``P`` classes (``W * P`` consecutive
+  slots) has ``W * P`` distinct classes whenever ``W * P <= C // 2``, for every ``W``, and the
+  plan never needs to know ``W``; ``P <= C // 2`` makes every micro-batch distinct at any ``W``.
+  Past the bound (``W * P > C // 2``) a class can sit on two ranks of a step near a seam
+  (each local batch still has ``P`` distinct classes).
+* The split into halves is redrawn every epoch, so which classes meet in a batch mixes across
+  epochs; inside one epoch a class of ``F`` meets one of ``B`` only in batches around the
+  middle of a cycle (the price of the seam guarantee at ``C // 2``).
+
+Members
+-------
+Class ``g`` walks one member stream across the whole run (:func:`~distsampler._core.plan.
+cycled_members`: a fresh permutation of its members per member cycle), ``K`` positions per time
+it is chosen: the ``t``-th choice of ``g`` (counted from the run's start) reads positions
+``t * K .. t * K + K - 1``. Within epoch ``e``, the choice at cycle ``c`` is ``t = base_e[g] +
+c``, where ``base_e[g]`` counts ``g``'s choices in epochs ``< e`` (``e * (L // C)`` plus the
+epochs whose partial last cycle reached ``g``; computed once per epoch, in ``O(e * (L % C))``,
+nothing when ``C`` divides ``L``). A class with ``>= K`` members shows ``K`` distinct members
+per batch: when a block straddles a member-cycle seam, the block takes the first ``K`` distinct
+members of the ``2K - 1`` positions from its start (the next cycle's first ``K`` are distinct,
+so they suffice). A class with ``n < K`` members shows all of them every time it is chosen,
+each ``K // n`` or ``K // n + 1`` times, in a fresh order per choice. With multi-label data
+a sample chosen through two classes of the same micro-batch appears once: the later slot takes
+its class's following members.
+
+Slots past the epoch (``m >= epoch_batches``, the rounding of the last global step) continue
+the same cycles; their member blocks overlap the next epoch's first ones (padding, as
+everywhere in distsampler).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .index_store import GroupStore as GroupIndex
+from .keyed import derive, make_key, permute
+from .plan import cycled_members
+
+__all__ = ["PK_PLAN_VERSION", "PKPlan"]
+
+#: Version of what a seed gives for class batches (recorded in a state, refused if different).
+PK_PLAN_VERSION = 1
+_ORDER, _MEMBERS = 6, 7  # key streams (beside plan.py's 0..5)
+
+
+class PKPlan:
+    """Class batches: ``P`` distinct classes x ``K`` members per global micro-batch.
+
+    Args:
+        index: the classes and their members.
+        eligible: codes of the classes that can be chosen (sorted; ``2 * P <= len``).
+        classes_per_batch: ``P``.
+        samples_per_class: ``K``.
+        epoch_batches: global micro-batches ``M`` of one epoch.
+    """
+
+    def __init__(
+        self,
+        index: GroupIndex,
+        eligible: np.ndarray,
+        classes_per_batch: int,
+        samples_per_class: int,
+        epoch_batches: int,
+    ) -> None:
+        self.index = index
+        self.eligible = np.asarray(eligible, dtype=np.int64)
+        self.P, self.K = int(classes_per_batch), int(samples_per_class)
+        self.C = len(self.eligible)
+        self.H = self.C // 2
+        if not 1 <= self.P <= self.H:
+            raise ValueError(f"classes_per_batch should be in [1, {self.H}], but got {self.P}")
+        self.epoch_batches = int(epoch_batches)
+        self.cycles, self.rest = divmod(self.epoch_batches * self.P, self.C)
+        self._bases: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- classes ---------------------------------------------------------------------------
+    def classes(self, seed: int, epoch: int, slots: np.ndarray) -> np.ndarray:
+        """Class code at each epoch slot (int64 array ``>= 0``)."""
+        s = np.asarray(slots, dtype=np.int64)
+        c, i = np.divmod(s, self.C)
+        back = i >= self.H
+        local = np.where(back, i - self.H, i)
+        n = np.where(back, self.C - self.H, self.H)
+        key = make_key(seed, epoch, _ORDER)
+        within = permute(local, n, derive(key, 1, c, back.astype(np.int64)))
+        pos = np.where(back, within + self.H, within)
+        return self.eligible[permute(pos, self.C, derive(key, 0))]
+
+    def choices(self, seed: int, epoch: int) -> np.ndarray:
+        """Times each class (by code) was chosen in the epochs before ``epoch`` (int64)."""
+        if (seed, epoch) in self._bases:
+            return self._bases[(seed, epoch)]
+        num = len(self.index.sizes)
+        done = [e for (sd, e) in self._bases if sd == seed and e < epoch]
+        start = max(done) if done else 0
+        base = self._bases[(seed, start)].copy() if done else np.zeros(num, dtype=np.int64)
+        per_epoch = np.zeros(num, dtype=np.int64)
+        per_epoch[self.eligible] = self.cycles
+        tail = self.cycles * self.C + np.arange(self.rest, dtype=np.int64)
+        for e in range(start, epoch):
+            base += per_epoch
+            if self.rest:
+                np.add.at(base, self.classes(seed, e, tail), 1)
+        self._bases[(seed, epoch)] = base
+        return base
+
+    def per_epoch_counts(self, seed: int, epoch: int) -> np.ndarray:
+        """Times each class (by code) is chosen in the epoch's ``M * P`` slots (exact)."""
+        counts = np.zeros(len(self.index.sizes), dtype=np.int64)
+        counts[self.eligible] = self.cycles
+        if self.rest:
+            tail = self.cycles * self.C + np.arange(self.rest, dtype=np.int64)
+            np.add.at(counts, self.classes(seed, epoch, tail), 1)
+        return counts
+
+    # -- members ---------------------------------------------------------------------------
+    def _blocks(self, seed: int, cls: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """``K`` members per (class, stream start): distinct when the class has ``>= K``."""
+        K = self.K
+        key = make_key(seed, _MEMBERS)
+        pos = start[:, None] + np.arange(K)
+        out = cycled_members(self.index, np.repeat(cls, K), pos.ravel(), key).reshape(-1, K)
+        sizes = self.index.sizes[cls]
+        seam = (sizes >= K) & (start % np.maximum(sizes, 1) + K > sizes)
+        rows = np.flatnonzero(seam)
+        if rows.size and K > 1:
+            L = 2 * K - 1
+            wide = start[rows, None] + np.arange(L)
+            got = cycled_members(self.index, np.repeat(cls[rows], L), wide.ravel(), key)
+            got = got.reshape(-1, L)
+            first = ~(got[:, :, None] == got[:, None, :]).any(axis=2, where=_lower(L))
+            take = np.argsort(~first, axis=1, kind="stable")[:, :K]
+            out[rows] = np.take_along_axis(got, take, axis=1)
+        rows = np.flatnonzero(sizes < K)
+        if rows.size:  # every member, each K // n or K // n + 1 times, a fresh order per choice
+            n = sizes[rows, None]
+            j = permute(np.arange(K) % n, n, derive(key, 1, cls[rows, None], start[rows, None]))
+            out[rows] = self.index.member(cls[rows, None], j)
+        return out
+
+    def draw(self, seed: int, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        """Global micro-batches as an ``(n, P * K)`` int64 array, class by class."""
+        m = np.asarray(micro_batches, dtype=np.int64).reshape(-1)
+        P, K = self.P, self.K
+        slots = (m[:, None] * P + np.arange(P)).ravel()
+        cls = self.classes(seed, epoch, slots)
+        t = self.choices(seed, epoch)[cls] + slots // self.C
+        items = self._blocks(seed, cls, t * K).reshape(len(m), P * K)
+        if self.index.multilabel:
+            self._distinct(seed, items, cls.reshape(len(m), P), t.reshape(len(m), P))
+        return items
+
+    def _distinct(self, seed: int, items: np.ndarray, cls: np.ndarray, t: np.ndarray) -> None:
+        """A sample chosen through two classes of one micro-batch stays once (in place)."""
+        K = self.K
+        key = make_key(seed, _MEMBERS)
+        ordered = np.sort(items, axis=1)
+        sizes = self.index.sizes
+        for i in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)):
+            seen: set[int] = set()
+            for s in range(items.shape[1]):
+                x = int(items[i, s])
+                if x in seen:
+                    g = int(cls[i, s // K])
+                    nxt = int(t[i, s // K]) * K + 2 * K  # past the block's own window
+                    for _ in range(2 * int(sizes[g]) + 1):  # two cycles hold every member
+                        y = int(cycled_members(self.index, np.array([g]), np.array([nxt]), key)[0])
+                        nxt += 1
+                        if y not in seen:
+                            x = y
+                            break
+                    items[i, s] = x
+                seen.add(x)
+
+
+def _lower(n: int) -> np.ndarray:
+    """``[i, j]`` true for ``j < i``: compare each entry with the ones before it."""
+    return np.tril(np.ones((n, n), dtype=bool), -1)[None]

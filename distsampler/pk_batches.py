@@ -1,0 +1,199 @@
+"""DistributedClassBatchSampler: P classes x K samples per local batch, one plan for all ranks."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ._batch import BatchPlanSampler
+from ._core.checks import MAX_SIZE, check_int
+from ._core.pk_plan import PK_PLAN_VERSION, PKPlan
+from ._core.plan import PLAN_VERSION
+from ._core.state import Config, config_value
+from ._types import ClassWeightsLike, LabelsLike
+from .groups import GroupIndex
+
+__all__ = ["DistributedClassBatchSampler"]
+
+SMALL_CLASSES = ("replace", "skip", "error")
+
+
+class DistributedClassBatchSampler(BatchPlanSampler):
+    """Batches of ``P`` distinct classes x ``K`` samples each (metric learning), under DDP.
+
+    One global plan: a stream of micro-batches of ``P`` classes x ``K`` members; micro-batch
+    ``m = k * W + r`` goes to rank ``r`` (as the quota sampler), so the stream read in order is
+    the same for every world size ``W``. Use it as ``DataLoader(dataset, batch_sampler=...)``;
+    a local batch holds ``batch_size = P * K`` indices, class by class (``K`` of the first
+    class, then ``K`` of the second, ...).
+
+    Guarantees:
+
+    * every local batch: ``P`` distinct classes, ``K`` samples of each, no sample twice when
+      its class has ``>= K`` members;
+    * the ``W * P`` classes of a global step are distinct across ranks whenever
+      ``W * P <= C // 2`` (``C``: eligible classes), across cycle, epoch-continuation and
+      resume boundaries; past that bound a class may sit on two ranks of a step;
+    * classes cycle without replacement: within an epoch every eligible class is chosen before
+      any is chosen again, and any two classes' counts differ by at most one;
+    * each class's members cycle without replacement across epochs (no member repeats before
+      the class has shown all of them).
+
+    Args:
+        labels: per-sample class labels (sequence, array, tensor, ``.npy`` path memory-mapped)
+            or a `GroupIndex` (from label sets for multi-label data: a sample counts for each
+            of its classes and appears once per batch). ``len(labels)`` must equal
+            ``len(dataset)``.
+        classes_per_batch: ``P``, distinct classes per local batch; at most half the eligible
+            classes.
+        samples_per_class: ``K``, samples of each class per local batch (``K = 1`` warns: no
+            anchor then has a positive).
+        class_weights: reserved for choosing classes in proportion to a weighting (not
+            implemented yet: only ``None``, every class equally often, is accepted).
+        small_classes: what a class with fewer than ``K`` members gets: ``"replace"`` (default:
+            its members repeat within the batch), ``"skip"`` (never chosen) or ``"error"``.
+            The count of such classes is ``num_small_classes`` (and a warning). A class with
+            one member never forms a positive pair: its anchor's positive is itself.
+        num_batches: local batches per rank per epoch. Default: the global micro-batches that
+            choose every eligible class once, ``ceil(C / P)``, rounded up to a multiple of the
+            world size.
+        num_replicas: the world size (default: ``torch.distributed``, torchrun's env, 1).
+        rank: this process's rank, found the same way.
+        seed: plan seed, identical on every rank.
+        drop_last: drop the epoch's last micro-batches that do not fill a round of the world
+            size (default: the round is completed with the plan's continuation).
+        dataset_size: ``len(dataset)``, checked against ``len(labels)``.
+
+    Trap: the cross-rank distinctness bound is on ``W * P``, the classes of a *global* step;
+    with 8 ranks x 16 classes you need at least 256 eligible classes.
+
+    Warning:
+        Call :meth:`set_epoch` before every epoch, or every epoch repeats the same batches.
+
+    Examples:
+        >>> labels = [i % 50 for i in range(1000)]
+        >>> sampler = DistributedClassBatchSampler(labels, 4, 2, num_replicas=1, rank=0)
+        >>> batch = next(iter(sampler))  # 4 classes x 2 samples
+        >>> len(batch), sampler.batch_size
+        (8, 8)
+    """
+
+    def __init__(
+        self,
+        labels: LabelsLike,
+        classes_per_batch: int,
+        samples_per_class: int,
+        *,
+        class_weights: ClassWeightsLike | None = None,
+        small_classes: str = "replace",
+        num_batches: int | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        dataset_size: int | None = None,
+    ) -> None:
+        self._init_batches(num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
+        self.index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
+        self._check_dataset_size(dataset_size)
+        P = check_int("classes_per_batch", classes_per_batch, 1)
+        K = check_int("samples_per_class", samples_per_class, 1)
+        self.classes_per_batch, self.samples_per_class = P, K
+        self.batch_size = P * K
+        self._batch_hint = self.batch_size
+        if class_weights is not None:
+            raise NotImplementedError(
+                "class_weights is not supported yet by DistributedClassBatchSampler; "
+                "leave it None (every class equally often), but got "
+                f"class_weights={class_weights!r}"
+            )
+        self.class_weights = None
+        if small_classes not in SMALL_CLASSES:
+            raise ValueError(
+                f"small_classes should be one of {SMALL_CLASSES}, but got "
+                f"small_classes={small_classes!r}"
+            )
+        self.small_classes = small_classes
+        if K == 1:
+            warnings.warn(
+                "samples_per_class=1: no anchor has a positive in its batch (a pair or triplet "
+                "loss then learns nothing from positives); use samples_per_class >= 2",
+                stacklevel=2,
+            )
+        sizes = self.index.sizes
+        small = (sizes > 0) & (sizes < K)
+        self.num_small_classes = int(small.sum())
+        self.num_singleton_classes = int((sizes == 1).sum())
+        names = [self.index.names[g] for g in np.flatnonzero(small)[:5]]
+        if self.num_small_classes and small_classes == "error":
+            raise ValueError(
+                f"{self.num_small_classes} classes have fewer than samples_per_class={K} "
+                f"members (e.g. {names!r}); pass small_classes='replace' or 'skip'"
+            )
+        eligible = sizes >= (K if small_classes == "skip" else 1)
+        self.eligible_classes = np.flatnonzero(eligible).astype(np.int64)
+        if self.num_small_classes:
+            what = "skipped" if small_classes == "skip" else "filled by repeating members"
+            ones = (
+                f"; {self.num_singleton_classes} have one member and never form a positive pair"
+                if self.num_singleton_classes and small_classes == "replace"
+                else ""
+            )
+            warnings.warn(
+                f"{self.num_small_classes} classes have fewer than samples_per_class={K} "
+                f"members ({what}){ones}",
+                stacklevel=2,
+            )
+        C = len(self.eligible_classes)
+        if 2 * P > C:
+            raise ValueError(
+                f"classes_per_batch should be at most half the {C} eligible classes "
+                f"({C // 2}), but got classes_per_batch={P}: distinct classes per batch and "
+                "across ranks need twice as many classes as a batch holds"
+            )
+        self._num_batches_arg = num_batches
+        if num_batches is None:
+            self.epoch_batches = math.ceil(C / P)
+        else:
+            self.epoch_batches = check_int("num_batches", num_batches, 1) * self.num_replicas
+        if self.epoch_batches * self.batch_size > MAX_SIZE:
+            raise ValueError(
+                f"an epoch of {self.epoch_batches} micro-batches of {self.batch_size} indices is "
+                f"more than {MAX_SIZE} indices; lower num_batches"
+            )
+        self._plan = PKPlan(self.index, self.eligible_classes, P, K, self.epoch_batches)
+
+    @property
+    def dataset_size(self) -> int:
+        """Samples the sampler indexes (one per label): must equal ``len(dataset)``."""
+        return self.index.num_samples
+
+    def per_epoch_counts(self, epoch: int | None = None) -> np.ndarray:
+        """Times each class is chosen in an epoch's ``epoch_batches`` micro-batches (exact)."""
+        ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)
+        return self._plan.per_epoch_counts(self.seed, ep)
+
+    def _draw(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        """Global micro-batches as a ``(n, P * K)`` array of dataset indices."""
+        return self._plan.draw(self.seed, epoch, micro_batches)
+
+    def _config(self) -> Config:
+        config: dict = {
+            "plan_version": PLAN_VERSION,
+            "pk_plan_version": PK_PLAN_VERSION,
+            "data": self.index.fingerprint(),
+            "classes_per_batch": self.classes_per_batch,
+            "samples_per_class": self.samples_per_class,
+            "small_classes": self.small_classes,
+            "class_weights": None,
+            "num_batches": self._num_batches_arg,
+            "epoch_batches": self.epoch_batches,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+        }
+        return {k: config_value(v) for k, v in config.items()}
+
+    def _draws(self) -> int:
+        return self.epoch_batches * self.batch_size
