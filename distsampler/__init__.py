@@ -29,6 +29,8 @@ Module map (read in this order):
 ``_core/sharding.py``        the world, and which plan positions a rank reads
 ``_core/state.py``           epoch, resume point, configuration as data, state dicts
 ``_core/checks.py``          argument validation (one rule, torch's wording)
+``_core/index_store.py``     the storage plans read: group members, weight draw tables
+``_core/index_files.py``     atomic index saves (manifest last); loads that check the files
 ``groups``, ``coco``         the label index (``GroupIndex``), COCO reading
 ``weight_index``             per-sample weights for O(1) draws (``WeightIndex``)
 ``weights``                  class weighting strategies (balanced, sqrt, effective number...)

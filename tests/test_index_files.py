@@ -362,3 +362,15 @@ def test_concurrent_saves_to_one_directory_leave_one_whole_save(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
     manifest = json.loads((d / "manifest.json").read_text())
     assert set(manifest["files"]) == {"members.npy", "offsets.npy", "names.json", "meta.json"}
+
+
+def test_the_load_cost_benchmark_runs(tmp_path, capsys):
+    from benchmarks import index_files as bench
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--size", "2e4", "--inline", "--json", str(out)]) == 0
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
+    assert table[0].startswith("| index | N | files (MB) |") and len(table) == 4
+    records = json.loads(out.read_text())["records"]
+    assert [r["kind"] for r in records] == ["labels", "weights"]
+    assert all(r["status"] == "ok" and r["verified"] > 0 for r in records)
