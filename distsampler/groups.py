@@ -94,7 +94,7 @@ class GroupIndex(GroupStore):
                 values, sizes = present + lo, counts[present]
             else:
                 values, sizes = np.unique(arr, return_counts=True)
-            names = tuple(int(v) for v in values)
+            names: tuple[Hashable, ...] = tuple(int(v) for v in values)
         elif arr.dtype.kind in "UO":
             arr = arr.astype(str)
             values, sizes = np.unique(arr, return_counts=True)
@@ -105,7 +105,7 @@ class GroupIndex(GroupStore):
                 "(pass weights= for per-sample float weights)"
             )
         if arr.dtype.kind in "iu" and hi - lo < (1 << 24):
-            lookup = np.zeros(hi - lo + 1, dtype=_code_dtype(len(names)))
+            lookup: np.ndarray = np.zeros(hi - lo + 1, dtype=_code_dtype(len(names)))
             lookup[values - lo] = np.arange(len(names))
 
             def codes_of(start: int, stop: int) -> np.ndarray:
@@ -127,7 +127,7 @@ class GroupIndex(GroupStore):
         """
         sizes = np.asarray(sizes, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        members = np.empty(int(offsets[-1]), dtype=_index_dtype(n))
+        members: np.ndarray = np.empty(int(offsets[-1]), dtype=_index_dtype(n))
         fill = offsets[:-1].copy()  # next free slot of each group
         for start in range(0, n, _SORT_CHUNK):
             codes = codes_of(start, min(n, start + _SORT_CHUNK))
@@ -189,7 +189,7 @@ class GroupIndex(GroupStore):
         offsets = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
         per_sample = np.bincount(member, minlength=n)
         return cls(
-            tuple(names[g] for g in keep),
+            tuple(names[int(g)] for g in keep),
             member.astype(_index_dtype(n)),
             offsets,
             num_samples=n,

@@ -99,7 +99,9 @@ class WeightIndex(WeightStore):
             w = w.astype(np.float64)
         values = _distinct_values(w)
         if values is not None:
-            index = GroupIndex.from_codes(_ValueCodes(w, values), list(range(len(values))))
+            codes: Any = _ValueCodes(w, values)  # sliced like an array, chunk by chunk
+            index = GroupIndex.from_codes(codes, list(range(len(values))))
+            assert index.members is not None
             # Values are sorted and >= 0: only the first can be 0; its members lead the array.
             z = int(values[0] == 0)
             members, offsets = index.members[index.offsets[z] :], index.offsets[z:]

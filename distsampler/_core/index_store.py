@@ -43,7 +43,7 @@ def fingerprint(arr: np.ndarray) -> str:
     step = max(1, len(arr) // _FINGERPRINT_SAMPLES)
     h = hashlib.blake2b(digest_size=8)
     h.update(f"{len(arr)}:{arr.dtype.str}".encode())
-    h.update(np.ascontiguousarray(arr[::step]))  # the buffer itself: no second copy
+    h.update(np.ascontiguousarray(arr[::step]).data)  # the buffer itself: no second copy
     return h.hexdigest()
 
 
