@@ -6,6 +6,7 @@ tested apart from the manifest's.
 """
 
 import json
+import os
 import threading
 import traceback
 from pathlib import Path
@@ -374,3 +375,14 @@ def test_the_load_cost_benchmark_runs(tmp_path, capsys):
     records = json.loads(out.read_text())["records"]
     assert [r["kind"] for r in records] == ["labels", "weights"]
     assert all(r["status"] == "ok" and r["verified"] > 0 for r in records)
+
+
+def test_a_save_is_readable_as_a_plain_directory_would_be(tmp_path):
+    """The save's directory gets the umask's permissions, not a private temp dir's 0o700."""
+    mask = os.umask(0o022)
+    try:
+        GroupIndex.from_labels(LABELS).save(tmp_path / "i")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "i").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "i" / "members.npy").stat().st_mode & 0o777 == 0o644

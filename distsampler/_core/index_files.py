@@ -21,7 +21,6 @@ import json
 import mmap
 import os
 import shutil
-import tempfile
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -114,7 +113,8 @@ def write_index(
             "index (a save replaces the whole directory); pick a new or empty directory"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
+    tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex}"
+    tmp.mkdir()  # the umask's permissions (mkdtemp's 0o700 would hide it from other users)
     try:
         files: dict[str, dict[str, Any]] = {}
         for name, value in arrays.items():
