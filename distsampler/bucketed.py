@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from ._core.plan import PLAN_VERSION
 from ._core.state import Config, config_value
 from .groups import fingerprint
 from .quota import DistributedQuotaBatchSampler
-from .sizes import check_sizes, max_size
+from .sizes import CostSizes, check_sizes, max_size, resolve_cost
 from .weighted import DistributedWeightedSampler
 
 __all__ = ["DistributedBucketBatchSampler"]
@@ -50,8 +51,13 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         batch_size: samples per local batch (per rank, like ``per_device_train_batch_size``).
             With a quota source it is the source's batch size (may be omitted).
         max_tokens: padded-cost budget per local batch: a batch of ``n`` samples of largest
-            size ``s`` costs ``n * s``, and holds as many samples as fit (1-D sizes, weighted
-            source only). Exactly one of ``batch_size`` and ``max_tokens``.
+            size ``s`` costs ``n * cost(s)`` (by default ``n * s``, its padded tokens), and
+            holds as many samples as fit (1-D sizes, weighted source only). Exactly one of
+            ``batch_size`` and ``max_tokens``.
+        cost: with ``max_tokens``, the per-sample cost of a batch padded to size ``s``:
+            ``"tokens"`` (default, ``s``), ``"quadratic"`` (``s * s``: the attention scores of
+            the padded batch, for a memory budget), or a vectorised, non-decreasing callable
+            ``sizes -> costs`` (e.g. ``lambda s: s + 64`` for a per-sample overhead).
         buckets: ``None`` (default): sort each window by the exact size (or aspect ratio);
             a sequence of increasing boundaries (sizes, or aspect ratios ``h / w``): group by
             bucket and shuffle inside a bucket (``buckets=[1.0]`` is the two aspect-ratio
@@ -101,6 +107,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         *,
         batch_size: int | None = None,
         max_tokens: int | float | None = None,
+        cost: str | Callable[[np.ndarray], np.ndarray] = "tokens",
         buckets: Any = None,
         window: int | None = None,
         align: int = 1,
@@ -130,12 +137,15 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             )
         self.batch_size: int | None = None
         self.max_tokens: int | float | None = None
+        #: The token mode's per-sample cost (its name), else ``None``.
+        self.cost: str | None = None
+        self._cost_sizes: CostSizes | None = None  # sizes in cost units, when not tokens
         if isinstance(source, DistributedQuotaBatchSampler):
             self._init_quota(source, batch_size, max_tokens)
         elif batch_size is not None:
             self.batch_size = check_int("batch_size", batch_size, 1)
         else:
-            self._init_tokens(max_tokens, buckets)
+            self._init_tokens(max_tokens, buckets, cost)
         self.buckets = self._parse_buckets(buckets)
         self.align = check_int("align", align, 1)
         self.window = self._parse_window(window)
@@ -146,7 +156,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         if units * per_unit > MAX_SIZE // 4:
             raise ValueError(f"an epoch of {units * per_unit} samples is too large to bucket")
         self._plan = BucketPlan(
-            sizes=self.sizes,
+            sizes=self._cost_sizes if self._cost_sizes is not None else self.sizes,
             key=(self.seed, source.seed),
             epoch_units=units,
             window=self.window // per_unit,
@@ -175,7 +185,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         self.batch_size = source.batch_size
         self._groups = self._signature_table(source)
 
-    def _init_tokens(self, max_tokens, buckets) -> None:
+    def _init_tokens(self, max_tokens, buckets, cost) -> None:
         if isinstance(max_tokens, (int, np.integer)) and not isinstance(max_tokens, bool):
             self.max_tokens = check_int("max_tokens", max_tokens, 1)
         else:
@@ -191,10 +201,15 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
                 "exact size"
             )
         i, biggest = max_size(self.sizes)
-        if biggest > self.max_tokens:
+        self.cost, fn = resolve_cost(cost, np.asarray(self.sizes[: 1 << 16]).tolist() + [biggest])
+        if self.cost != "tokens":
+            self._cost_sizes = CostSizes(self.sizes, fn)
+        most = float(np.asarray(fn(np.asarray([biggest])))[0])
+        if most > self.max_tokens:
+            costs = "" if self.cost == "tokens" else f" costs {most:g} (cost={self.cost!r}) and"
             raise ValueError(
-                f"sizes[{i}]={biggest} is more than max_tokens={self.max_tokens}: sample {i} "
-                "fits no batch; truncate such samples upstream or raise max_tokens"
+                f"sizes[{i}]={biggest}{costs} is more than max_tokens={self.max_tokens}: "
+                f"sample {i} fits no batch; truncate such samples upstream or raise max_tokens"
             )
 
     def _parse_buckets(self, buckets) -> np.ndarray | None:
@@ -315,5 +330,7 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             "seed": self.seed,
             "drop_last": self.drop_last,
         }
+        if self.cost not in (None, "tokens"):  # absent by default: the default's configuration
+            config["cost"] = self.cost
         config.update(source)
         return {k: config_value(v) for k, v in config.items()}

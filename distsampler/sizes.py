@@ -14,6 +14,7 @@ metadata, never from iterating the dataset:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,58 @@ import numpy as np
 
 from ._core.checks import MAX_SIZE
 
-__all__ = ["check_sizes", "from_hf_dataset", "max_size"]
+__all__ = ["COSTS", "CostSizes", "check_sizes", "from_hf_dataset", "max_size", "resolve_cost"]
+
+#: Named per-sample costs of a token-budget batch: a batch of ``n`` samples padded to its
+#: largest size ``s`` costs ``n * cost(s)``. ``"tokens"``: padded tokens (``s``);
+#: ``"quadratic"``: attention scores of the padded batch (``s * s``, memory of full attention).
+COSTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tokens": lambda s: s,
+    "quadratic": lambda s: s * s,
+}
+
+
+def resolve_cost(
+    cost: str | Callable[[np.ndarray], np.ndarray], sample: np.ndarray
+) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """``(name, function)`` of a ``cost=`` argument, checked on ``sample`` sizes.
+
+    A callable maps an array of sizes to per-sample costs: vectorised, finite, > 0 and
+    non-decreasing in the size (so the largest sample of a batch is also its costliest); it
+    is checked on the given sizes. Trap: a state records a callable by its qualified name
+    only, so a changed body under the same name is not detected.
+    """
+    if isinstance(cost, str):
+        if cost not in COSTS:
+            raise ValueError(f"cost should be one of {sorted(COSTS)} or a callable, got {cost!r}")
+        return cost, COSTS[cost]
+    if not callable(cost):
+        raise TypeError(f"cost should be a name or a callable, but got cost={cost!r}")
+    x = np.unique(np.asarray(sample, dtype=np.float64))
+    y = np.asarray(cost(x), dtype=np.float64)
+    if y.shape != x.shape or not np.isfinite(y).all() or (y <= 0).any():
+        raise ValueError("cost should map sizes to finite costs > 0, one per size")
+    if (np.diff(y) < 0).any():
+        raise ValueError("cost should be non-decreasing in the size")
+    return f"callable:{getattr(cost, '__qualname__', type(cost).__name__)}", cost
+
+
+class CostSizes:
+    """``sizes`` seen in cost units: ``view[idx]`` is ``cost(sizes[idx])``, computed per read.
+
+    Lazy, so memory-mapped sizes stay mapped (no ``N``-sized array of costs is built).
+    """
+
+    def __init__(self, sizes: np.ndarray, cost: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.sizes, self.cost = sizes, cost
+        self.shape, self.ndim = sizes.shape, sizes.ndim
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.asarray(self.cost(np.asarray(self.sizes[idx])))
+
 
 _CHUNK = 1 << 22
 
