@@ -16,6 +16,7 @@ these and add the builders and :meth:`~distsampler.GroupIndex.save` /
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Hashable
@@ -122,7 +123,7 @@ class GroupStore:
                 f"the groups are {list(self.names)[:20]}"
             ) from None
 
-    @property
+    @functools.cached_property  # built once: a lookup per name, not a dict per lookup
     def _codes(self) -> dict[Hashable, int]:
         return {n: i for i, n in enumerate(self.names)}
 
