@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 
 import numpy as np
 
+from . import weights as W
 from ._batch import BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_int
-from ._core.pk_plan import PK_PLAN_VERSION, PKPlan
+from ._core.pk_plan import PK_PLAN_VERSION, PKPlan, WeightedPKPlan
 from ._core.plan import PLAN_VERSION
 from ._core.state import Config, config_value
 from ._types import ClassWeightsLike, LabelsLike
@@ -36,8 +38,9 @@ class DistributedClassBatchSampler(BatchPlanSampler):
     * the ``W * P`` classes of a global step are distinct across ranks whenever
       ``W * P <= C // 2`` (``C``: eligible classes), across cycle, epoch-continuation and
       resume boundaries; past that bound a class may sit on two ranks of a step;
-    * classes cycle without replacement: within an epoch every eligible class is chosen before
-      any is chosen again, and any two classes' counts differ by at most one;
+    * classes cycle without replacement (no ``class_weights``): within an epoch every eligible
+      class is chosen before any is chosen again, and any two classes' counts differ by at
+      most one; with ``class_weights``, exact per-epoch counts by largest remainder;
     * each class's members cycle without replacement across epochs (no member repeats before
       the class has shown all of them).
 
@@ -50,8 +53,14 @@ class DistributedClassBatchSampler(BatchPlanSampler):
             classes.
         samples_per_class: ``K``, samples of each class per local batch (``K = 1`` warns: no
             anchor then has a positive).
-        class_weights: reserved for choosing classes in proportion to a weighting (not
-            implemented yet: only ``None``, every class equally often, is accepted).
+        class_weights: ``None`` (default: classes cycle, every class equally often) or a
+            strategy of `distsampler.weights` (``"sqrt"``, ``"balanced"``, ``"instance"``, a
+            mapping class -> per-sample weight, a callable): classes are then chosen in
+            proportion to ``weight x size`` with exact counts per epoch (``"sqrt"``: in
+            proportion to the square root of their size), spread evenly through the epoch;
+            each local batch still has ``P`` distinct classes, but the classes of a step are
+            only spread across ranks, not guaranteed distinct. A class may take at most one
+            slot per micro-batch (checked). A zero weight excludes a class.
         small_classes: what a class with fewer than ``K`` members gets: ``"replace"`` (default:
             its members repeat within the batch), ``"skip"`` (never chosen) or ``"error"``.
             The count of such classes is ``num_small_classes`` (and a warning). A class with
@@ -103,13 +112,7 @@ class DistributedClassBatchSampler(BatchPlanSampler):
         self.classes_per_batch, self.samples_per_class = P, K
         self.batch_size = P * K
         self._batch_hint = self.batch_size
-        if class_weights is not None:
-            raise NotImplementedError(
-                "class_weights is not supported yet by DistributedClassBatchSampler; "
-                "leave it None (every class equally often), but got "
-                f"class_weights={class_weights!r}"
-            )
-        self.class_weights = None
+        self.class_weights = class_weights
         if small_classes not in SMALL_CLASSES:
             raise ValueError(
                 f"small_classes should be one of {SMALL_CLASSES}, but got "
@@ -133,6 +136,12 @@ class DistributedClassBatchSampler(BatchPlanSampler):
                 f"members (e.g. {names!r}); pass small_classes='replace' or 'skip'"
             )
         eligible = sizes >= (K if small_classes == "skip" else 1)
+        strategy = None
+        if class_weights is not None:
+            strategy = W.resolve(class_weights, self.index.names)
+            positive = W.class_shares(strategy, sizes, 0) > 0
+            if not getattr(strategy, "epoch_dependent", False):
+                eligible &= positive  # a zero weight excludes the class
         self.eligible_classes = np.flatnonzero(eligible).astype(np.int64)
         if self.num_small_classes:
             what = "skipped" if small_classes == "skip" else "filled by repeating members"
@@ -163,7 +172,23 @@ class DistributedClassBatchSampler(BatchPlanSampler):
                 f"an epoch of {self.epoch_batches} micro-batches of {self.batch_size} indices is "
                 f"more than {MAX_SIZE} indices; lower num_batches"
             )
-        self._plan = PKPlan(self.index, self.eligible_classes, P, K, self.epoch_batches)
+        if strategy is None:
+            self._plan = PKPlan(self.index, self.eligible_classes, P, K, self.epoch_batches)
+            self._weights_key = "None"
+        else:
+            self._plan = WeightedPKPlan(
+                self.index,
+                self.eligible_classes,
+                P,
+                K,
+                self.epoch_batches,
+                lambda epoch: W.class_shares(strategy, sizes, epoch),
+            )
+            shares = W.class_shares(strategy, sizes, 0)
+            self._weights_key = hashlib.blake2b(shares.tobytes(), digest_size=6).hexdigest()
+            if getattr(strategy, "epoch_dependent", False):
+                self._weights_key += ":" + repr(strategy)
+            self._plan.per_epoch_counts(self.seed, 0)  # a class over one slot per batch: now
 
     @property
     def dataset_size(self) -> int:
@@ -187,7 +212,7 @@ class DistributedClassBatchSampler(BatchPlanSampler):
             "classes_per_batch": self.classes_per_batch,
             "samples_per_class": self.samples_per_class,
             "small_classes": self.small_classes,
-            "class_weights": None,
+            "class_weights": self._weights_key,
             "num_batches": self._num_batches_arg,
             "epoch_batches": self.epoch_batches,
             "seed": self.seed,

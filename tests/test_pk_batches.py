@@ -254,8 +254,6 @@ def test_bad_input_names_the_argument():
         DistributedClassBatchSampler(labels, 2, 1, num_replicas=1, rank=0)
     with pytest.raises(ValueError, match="dataset_size"):
         make(labels, 2, 2, dataset_size=99)
-    with pytest.raises(NotImplementedError, match="class_weights"):
-        make(labels, 2, 2, class_weights="sqrt")
     make(labels, 2, 2, dataset_size=100)
 
 
@@ -287,9 +285,80 @@ def test_golden_first_batches():
         [176, 509, 28, 156, 267, 563, 57, 538, 353, 434, 286, 27],
         [383, 50, 87, 432, 284, 506, 118, 44, 599, 149, 519, 38],
     ]
+    labels = np.repeat(np.arange(20), np.arange(20) + 3)
+    s = DistributedClassBatchSampler(
+        labels, 3, 2, class_weights="sqrt", num_replicas=1, rank=0, seed=1
+    )
+    assert s.batches(np.arange(3), epoch=1).tolist() == [
+        [71, 65, 46, 49, 78, 84],
+        [151, 166, 233, 236, 31, 29],
+        [188, 204, 59, 61, 113, 111],
+    ]
     index = GroupIndex.from_sizes({c: 1000 + c for c in range(100)})
     s = DistributedClassBatchSampler(index, 3, 2, num_replicas=1, rank=0, seed=0)
     assert s.batches(np.arange(2), epoch=2).tolist() == [
         [2886, 2306, 53908, 53565, 34584, 35349],
         [88822, 89258, 58638, 59583, 33669, 33973],
     ]
+
+
+@SETTINGS
+@given(configs, st.data())
+def test_class_weights_exact_counts_distinct_local_batches_one_stream(cfg, data):
+    """With class_weights: exact per-epoch counts (largest remainder of the shares), P
+    distinct classes in every local batch, and the same stream for every W."""
+    from distsampler import weights as W
+    from distsampler._core.plan import largest_remainder
+
+    C, dseed, world, K, seed = cfg
+    labels = zipf_labels(C, dseed)
+    P = data.draw(st.integers(1, max(1, C // 8)))
+    cw = data.draw(st.sampled_from(["sqrt", "balanced"]))
+    s = make(labels, P, K, seed=seed, class_weights=cw)
+    epoch = data.draw(st.integers(0, 5))
+    batches = s.batches(np.arange(s.epoch_batches), epoch=epoch)
+    counts = np.bincount(labels[np.asarray(batches)[:, ::K].ravel()], minlength=C)
+    sizes = np.bincount(labels, minlength=C)
+    shares = W.class_shares(W.resolve(cw, tuple(range(C))), sizes, epoch)
+    assert (counts == largest_remainder(s.epoch_batches * P, shares)).all()
+    per_rank = streams(labels, P, K, world, epoch=epoch, seed=seed, class_weights=cw)
+    for stream in per_rank:
+        for b in stream:
+            assert len(set(labels[b][::K])) == P
+    got = interleave(per_rank)
+    assert got == [list(b) for b in s.batches(np.arange(len(got)), epoch=epoch)]
+
+
+def test_class_weights_sqrt_between_uniform_classes_and_uniform_samples():
+    labels = np.repeat(np.arange(40), [100] * 4 + [4] * 36)
+    s = make(labels, 4, 2, class_weights="sqrt", num_batches=100)
+    counts = s.per_epoch_counts(0)
+    big, small = counts[:4].mean(), counts[4:].mean()
+    assert abs(big / small - 5.0) < 0.2  # sqrt(100) / sqrt(4)
+
+
+def test_class_weights_resume_under_another_world_and_members_cycle():
+    labels = zipf_labels(50, 3, low=4)
+    kw = dict(seed=4, class_weights="sqrt")
+    first = [make(labels, 3, 2, 2, r, **kw) for r in range(2)]
+    for s in first:
+        s.set_epoch(2)
+    its = [iter(s) for s in first]
+    done = [list(next(it)) for _ in range(3) for it in its]
+    state = first[0].state_dict()
+    rest = []
+    for r in range(3):
+        s = make(labels, 3, 2, 3, r, **kw)
+        s.load_state_dict(state)
+        s.set_epoch(2)
+        rest.append([list(b) for b in s])
+    got = done + interleave(rest)
+    assert got == [list(b) for b in make(labels, 3, 2, **kw).batches(np.arange(len(got)), 2)]
+
+
+def test_class_weights_refused_when_a_class_needs_two_slots_of_a_batch():
+    labels = np.repeat(np.arange(10), [1000] + [2] * 9)
+    with pytest.raises(ValueError, match="more than one per micro-batch"):
+        make(labels, 4, 2, class_weights="instance")
+    with pytest.raises(ValueError, match="class_weights"):
+        make(labels, 2, 2, class_weights="nope")

@@ -44,6 +44,9 @@ each ``K // n`` or ``K // n + 1`` times, in a fresh order per choice. With multi
 a sample chosen through two classes of the same micro-batch appears once: the later slot takes
 its class's following members.
 
+With ``class_weights`` (:class:`WeightedPKPlan`) the class sequence is instead built per epoch
+with exact counts by largest remainder, spread by stride scheduling; see that class.
+
 Slots past the epoch (``m >= epoch_batches``, the rounding of the last global step) continue
 the same cycles; their member blocks overlap the next epoch's first ones (padding, as
 everywhere in distsampler).
@@ -51,13 +54,15 @@ everywhere in distsampler).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .index_store import GroupStore as GroupIndex
-from .keyed import derive, make_key, permute
-from .plan import cycled_members
+from .keyed import derive, hash64, make_key, permute, uniform
+from .plan import cycled_members, largest_remainder
 
-__all__ = ["PK_PLAN_VERSION", "PKPlan"]
+__all__ = ["PK_PLAN_VERSION", "PKPlan", "WeightedPKPlan"]
 
 #: Version of what a seed gives for class batches (recorded in a state, refused if different).
 PK_PLAN_VERSION = 1
@@ -106,6 +111,11 @@ class PKPlan:
         within = permute(local, n, derive(key, 1, c, back.astype(np.int64)))
         pos = np.where(back, within + self.H, within)
         return self.eligible[permute(pos, self.C, derive(key, 0))]
+
+    def _classes_and_times(self, seed: int, epoch: int, slots: np.ndarray):
+        """Class at each slot and how many times it was chosen before (from the run's start)."""
+        cls = self.classes(seed, epoch, slots)
+        return cls, self.choices(seed, epoch)[cls] + slots // self.C
 
     def choices(self, seed: int, epoch: int) -> np.ndarray:
         """Times each class (by code) was chosen in the epochs before ``epoch`` (int64)."""
@@ -164,8 +174,7 @@ class PKPlan:
         m = np.asarray(micro_batches, dtype=np.int64).reshape(-1)
         P, K = self.P, self.K
         slots = (m[:, None] * P + np.arange(P)).ravel()
-        cls = self.classes(seed, epoch, slots)
-        t = self.choices(seed, epoch)[cls] + slots // self.C
+        cls, t = self._classes_and_times(seed, epoch, slots)
         items = self._blocks(seed, cls, t * K).reshape(len(m), P * K)
         if self.index.multilabel:
             self._distinct(seed, items, cls.reshape(len(m), P), t.reshape(len(m), P))
@@ -197,3 +206,118 @@ class PKPlan:
 def _lower(n: int) -> np.ndarray:
     """``[i, j]`` true for ``j < i``: compare each entry with the ones before it."""
     return np.tril(np.ones((n, n), dtype=bool), -1)[None]
+
+
+class WeightedPKPlan(PKPlan):
+    """Class batches with classes chosen in proportion to shares, exact counts per epoch.
+
+    Epoch ``e`` (and each continuation block of ``L = M * P`` slots past it) holds
+    ``largest_remainder(L, shares)`` choices of each class. Their order is *stride
+    scheduling*: the ``j``-th choice of class ``g`` gets the time ``(j + u_g) / n_g``
+    (``u_g`` uniform, keyed by ``(seed, epoch, block, g)``) and the slots list the choices by
+    time, so a class's choices sit evenly through the epoch, about ``L / n_g`` slots apart.
+    A class never takes more than one slot of a micro-batch (``n_g <= M`` is checked); when
+    two choices of a class land in one micro-batch, the later one is swapped with the nearest
+    later slot whose class is new to that micro-batch (and that takes no repeat to the other).
+
+    Trap: across the ranks of a step the classes are spread, not guaranteed distinct: a class
+    chosen more than ``M / W`` times an epoch cannot be once per step of ``W`` ranks. The
+    sequence is built per epoch (``O(L log L)``, cached); members cycle across epochs as in
+    :class:`PKPlan`.
+    """
+
+    def __init__(
+        self,
+        index: GroupIndex,
+        eligible: np.ndarray,
+        classes_per_batch: int,
+        samples_per_class: int,
+        epoch_batches: int,
+        shares: Callable[[int], np.ndarray],
+    ) -> None:
+        super().__init__(index, eligible, classes_per_batch, samples_per_class, epoch_batches)
+        self.shares = shares  # epoch -> shares over all classes (0 where not eligible)
+        self.L = self.epoch_batches * self.P
+        self._counts: dict[int, np.ndarray] = {}
+        self._seqs: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def per_epoch_counts(self, seed: int, epoch: int) -> np.ndarray:
+        if epoch not in self._counts:
+            share = np.zeros(len(self.index.sizes))
+            share[self.eligible] = np.asarray(self.shares(epoch), dtype=np.float64)[self.eligible]
+            if share.sum() <= 0:
+                raise ValueError("class_weights give every eligible class a zero share")
+            counts = largest_remainder(self.L, share)
+            if counts.max() > self.epoch_batches:
+                g = int(np.argmax(counts))
+                raise ValueError(
+                    f"class_weights give class {self.index.names[g]!r} {int(counts[g])} choices "
+                    f"in an epoch of {self.epoch_batches} micro-batches: more than one per "
+                    "micro-batch; lower classes_per_batch or flatten the weights"
+                )
+            self._counts[epoch] = counts
+        return self._counts[epoch]
+
+    def choices(self, seed: int, epoch: int) -> np.ndarray:
+        if (seed, epoch) not in self._bases:
+            done = [e for (sd, e) in self._bases if sd == seed and e < epoch]
+            start = max(done) if done else 0
+            base = self._bases[(seed, start)].copy() if done else np.zeros_like(self.index.sizes)
+            for e in range(start, epoch):
+                base = base + self.per_epoch_counts(seed, e)
+            self._bases[(seed, epoch)] = base
+        return self._bases[(seed, epoch)]
+
+    def _sequence(self, seed: int, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """Class and occurrence number of each slot of one block of ``L`` slots."""
+        k = (seed, epoch, block)
+        if k not in self._seqs:
+            counts = self.per_epoch_counts(seed, epoch)
+            cls = np.repeat(np.arange(len(counts)), counts)
+            occ = np.arange(len(cls)) - np.repeat(np.cumsum(counts) - counts, counts)
+            key = make_key(seed, epoch, _ORDER, block)
+            u = uniform(derive(key, 2), np.arange(len(counts)))
+            time = (occ + u[cls]) / counts[cls]
+            order = np.lexsort((hash64(derive(key, 3), cls), time))
+            cls, occ = cls[order], occ[order]
+            _repair(cls, occ, self.P)
+            if len(self._seqs) > 8:
+                self._seqs.clear()
+            self._seqs[k] = (cls, occ)
+        return self._seqs[k]
+
+    def _classes_and_times(self, seed, epoch, slots):
+        block, local = np.divmod(slots, self.L)
+        cls = np.empty(len(slots), dtype=np.int64)
+        t = np.empty(len(slots), dtype=np.int64)
+        counts = self.per_epoch_counts(seed, epoch)
+        base = self.choices(seed, epoch)
+        for b in np.unique(block):
+            sel = block == b
+            seq, occ = self._sequence(seed, epoch, int(b))
+            cls[sel] = seq[local[sel]]
+            t[sel] = base[cls[sel]] + int(b) * counts[cls[sel]] + occ[local[sel]]
+        return cls, t
+
+    def classes(self, seed: int, epoch: int, slots: np.ndarray) -> np.ndarray:
+        return self._classes_and_times(seed, epoch, np.asarray(slots, dtype=np.int64))[0]
+
+
+def _repair(cls: np.ndarray, occ: np.ndarray, P: int) -> None:
+    """Swap later choices so that no micro-batch (``P`` slots) holds a class twice (in place)."""
+    n = len(cls)
+    for m0 in range(0, n, P):
+        batch = cls[m0 : m0 + P]
+        if len(np.unique(batch)) == len(batch):
+            continue
+        for s in range(m0, min(m0 + P, n)):
+            here = cls[m0 : m0 + P]
+            if int(np.sum(here == cls[s])) < 2 or s == m0 + int(np.argmax(here == cls[s])):
+                continue
+            for s2 in range(m0 + P, n):
+                m2 = (s2 // P) * P
+                other = np.delete(cls[m2 : m2 + P], s2 - m2)
+                if cls[s2] not in here and cls[s] not in other:
+                    cls[s], cls[s2] = cls[s2], cls[s]
+                    occ[s], occ[s2] = occ[s2], occ[s]
+                    break
