@@ -362,3 +362,24 @@ def test_class_weights_refused_when_a_class_needs_two_slots_of_a_batch():
         make(labels, 4, 2, class_weights="instance")
     with pytest.raises(ValueError, match="class_weights"):
         make(labels, 2, 2, class_weights="nope")
+
+
+def test_class_weights_heavy_shares_keep_every_batch_distinct():
+    """Instance weights on skewed sizes (classes near one slot per micro-batch): the repair
+    leaves no micro-batch with a class twice, continuation included."""
+    checked = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        C = int(rng.integers(6, 60))
+        labels = np.repeat(np.arange(C), rng.integers(1, 200, C))
+        P = int(rng.integers(1, C // 2 + 1))
+        nb = int(rng.integers(1, 30))
+        try:
+            s = make(labels, P, 2, class_weights="instance", seed=seed, num_batches=nb)
+        except ValueError:
+            continue
+        for epoch in range(3):
+            for b in s.batches(np.arange(s.epoch_batches + 3), epoch=epoch):
+                assert len(set(labels[b][::2])) == P
+        checked += 1
+    assert checked >= 10

@@ -218,7 +218,8 @@ class WeightedPKPlan(PKPlan):
     time, so a class's choices sit evenly through the epoch, about ``L / n_g`` slots apart.
     A class never takes more than one slot of a micro-batch (``n_g <= M`` is checked); when
     two choices of a class land in one micro-batch, the later one is swapped with the nearest
-    later slot whose class is new to that micro-batch (and that takes no repeat to the other).
+    later (else earlier) slot whose class is new to that micro-batch and that takes no repeat
+    to the other one.
 
     Trap: across the ranks of a step the classes are spread, not guaranteed distinct: a class
     chosen more than ``M / W`` times an epoch cannot be once per step of ``W`` ranks. The
@@ -314,7 +315,7 @@ def _repair(cls: np.ndarray, occ: np.ndarray, P: int) -> None:
             here = cls[m0 : m0 + P]
             if int(np.sum(here == cls[s])) < 2 or s == m0 + int(np.argmax(here == cls[s])):
                 continue
-            for s2 in range(m0 + P, n):
+            for s2 in [*range(m0 + P, n), *range(m0)]:  # later slots first, then earlier
                 m2 = (s2 // P) * P
                 other = np.delete(cls[m2 : m2 + P], s2 - m2)
                 if cls[s2] not in here and cls[s] not in other:
