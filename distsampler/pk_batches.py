@@ -183,6 +183,7 @@ class DistributedClassBatchSampler(BatchPlanSampler):
                 K,
                 self.epoch_batches,
                 lambda epoch: W.class_shares(strategy, sizes, epoch),
+                bool(getattr(strategy, "epoch_dependent", False)),
             )
             shares = W.class_shares(strategy, sizes, 0)
             self._weights_key = hashlib.blake2b(shares.tobytes(), digest_size=6).hexdigest()

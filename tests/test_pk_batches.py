@@ -383,3 +383,20 @@ def test_class_weights_heavy_shares_keep_every_batch_distinct():
                 assert len(set(labels[b][::2])) == P
         checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("class_weights", [None, "sqrt", "progressive"])
+def test_member_streams_start_the_same_fresh_or_after_earlier_epochs(class_weights):
+    """The choices before an epoch (where member streams start) do not depend on which epochs
+    the process computed before (a resumed run computes only its own)."""
+    from distsampler import weights as W
+
+    if class_weights == "progressive":
+        class_weights = W.Progressive(epochs=4)
+    labels = zipf_labels(30, 5, low=3)
+    kw = dict(num_batches=4, class_weights=class_weights, seed=3)
+    fresh = make(labels, 3, 2, **kw).batches(np.arange(8), epoch=9)
+    walked = make(labels, 3, 2, **kw)
+    for e in [0, 1, 2, 3, 4, 5, 6, 7, 8, 2, 0]:
+        walked.batches(np.arange(8), epoch=e)
+    assert (walked.batches(np.arange(8), epoch=9) == fresh).all()

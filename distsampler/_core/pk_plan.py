@@ -132,7 +132,7 @@ class PKPlan:
             base += per_epoch
             if self.rest:
                 np.add.at(base, self.classes(seed, e, tail), 1)
-        self._bases[(seed, epoch)] = base
+        _remember(self._bases, (seed, epoch), base)
         return base
 
     def per_epoch_counts(self, seed: int, epoch: int) -> np.ndarray:
@@ -235,39 +235,47 @@ class WeightedPKPlan(PKPlan):
         samples_per_class: int,
         epoch_batches: int,
         shares: Callable[[int], np.ndarray],
+        epoch_dependent: bool = False,
     ) -> None:
         super().__init__(index, eligible, classes_per_batch, samples_per_class, epoch_batches)
         self.shares = shares  # epoch -> shares over all classes (0 where not eligible)
+        self.epoch_dependent = epoch_dependent
         self.L = self.epoch_batches * self.P
         self._counts: dict[int, np.ndarray] = {}
         self._seqs: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def per_epoch_counts(self, seed: int, epoch: int) -> np.ndarray:
-        if epoch not in self._counts:
-            share = np.zeros(len(self.index.sizes))
-            share[self.eligible] = np.asarray(self.shares(epoch), dtype=np.float64)[self.eligible]
-            if share.sum() <= 0:
-                raise ValueError("class_weights give every eligible class a zero share")
-            counts = largest_remainder(self.L, share)
-            if counts.max() > self.epoch_batches:
-                g = int(np.argmax(counts))
-                raise ValueError(
-                    f"class_weights give class {self.index.names[g]!r} {int(counts[g])} choices "
-                    f"in an epoch of {self.epoch_batches} micro-batches: more than one per "
-                    "micro-batch; lower classes_per_batch or flatten the weights"
-                )
-            self._counts[epoch] = counts
-        return self._counts[epoch]
+        if not self.epoch_dependent:
+            epoch = 0  # the same counts every epoch
+        if epoch in self._counts:
+            return self._counts[epoch]
+        share = np.zeros(len(self.index.sizes))
+        share[self.eligible] = np.asarray(self.shares(epoch), dtype=np.float64)[self.eligible]
+        if share.sum() <= 0:
+            raise ValueError("class_weights give every eligible class a zero share")
+        counts = largest_remainder(self.L, share)
+        if counts.max() > self.epoch_batches:
+            g = int(np.argmax(counts))
+            raise ValueError(
+                f"class_weights give class {self.index.names[g]!r} {int(counts[g])} choices "
+                f"in an epoch of {self.epoch_batches} micro-batches: more than one per "
+                "micro-batch; lower classes_per_batch or flatten the weights"
+            )
+        _remember(self._counts, epoch, counts)
+        return counts
 
     def choices(self, seed: int, epoch: int) -> np.ndarray:
-        if (seed, epoch) not in self._bases:
-            done = [e for (sd, e) in self._bases if sd == seed and e < epoch]
-            start = max(done) if done else 0
-            base = self._bases[(seed, start)].copy() if done else np.zeros_like(self.index.sizes)
-            for e in range(start, epoch):
-                base = base + self.per_epoch_counts(seed, e)
-            self._bases[(seed, epoch)] = base
-        return self._bases[(seed, epoch)]
+        if not self.epoch_dependent:
+            return epoch * self.per_epoch_counts(seed, 0)
+        if (seed, epoch) in self._bases:
+            return self._bases[(seed, epoch)]
+        done = [e for (sd, e) in self._bases if sd == seed and e < epoch]
+        start = max(done) if done else 0
+        base = self._bases[(seed, start)].copy() if done else np.zeros_like(self.index.sizes)
+        for e in range(start, epoch):  # a schedule: the sum over earlier epochs
+            base = base + self.per_epoch_counts(seed, e)
+        _remember(self._bases, (seed, epoch), base)
+        return base
 
     def _sequence(self, seed: int, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
         """Class and occurrence number of each slot of one block of ``L`` slots."""
@@ -302,6 +310,14 @@ class WeightedPKPlan(PKPlan):
 
     def classes(self, seed: int, epoch: int, slots: np.ndarray) -> np.ndarray:
         return self._classes_and_times(seed, epoch, np.asarray(slots, dtype=np.int64))[0]
+
+
+def _remember(cache: dict, key, value: np.ndarray, keep: int = 4) -> None:
+    """Cache ``value`` (an array per class) under ``key``, keeping the ``keep`` largest keys
+    (a long run must not hold one array per epoch)."""
+    cache[key] = value
+    for old in sorted(cache)[:-keep]:
+        del cache[old]
 
 
 def _repair(cls: np.ndarray, occ: np.ndarray, P: int) -> None:
