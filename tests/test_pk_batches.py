@@ -400,3 +400,28 @@ def test_member_streams_start_the_same_fresh_or_after_earlier_epochs(class_weigh
     for e in [0, 1, 2, 3, 4, 5, 6, 7, 8, 2, 0]:
         walked.batches(np.arange(8), epoch=e)
     assert (walked.batches(np.arange(8), epoch=9) == fresh).all()
+
+
+def test_inspect_reports_anchors_with_a_positive_and_class_coverage(tmp_path, capsys):
+    import json
+
+    from distsampler.inspect import cli
+    from distsampler.inspect.tally import anchors_with_positive
+
+    labels = np.repeat(np.arange(60), np.arange(60) % 9 + 2)
+    np.save(tmp_path / "labels.npy", labels)
+    argv = ["inspect", str(tmp_path / "labels.npy"), "--sampler", "class-batches"]
+    argv += ["--sampler", "weighted"]
+    argv += ["--batch-size", "16", "--world-size", "2", "--epochs", "2", "--no-progress"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "anchors with a positive" in text and "classes chosen per epoch" in text
+    assert cli.main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["samplers"]
+    assert report["class-batches"]["anchors_with_positive"] == 1.0
+    assert report["class-batches"]["classes_chosen"] == [1.0, 1.0]
+    assert report["class-batches"]["detail"].startswith("P=4 x K=4")
+    # the metric itself: a repeated index is no positive, padding rows are left out
+    codes = np.array([0, 0, 1, 1])
+    batches = np.array([[0, 1, 2, 2], [0, 0, 2, 3], [0, 1, 2, -1]])
+    assert anchors_with_positive(batches, codes) == 0.5  # 2 of 4, then 2 of 4

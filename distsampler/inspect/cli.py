@@ -127,6 +127,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=cycle|replace",
         help="quota: cycle a group without replacement (default) or draw it i.i.d.",
     )
+    smp.add_argument(
+        "--samples-per-class",
+        type=int,
+        default=4,
+        metavar="K",
+        help="class-batches: K samples of each of batch size / K classes (default 4)",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=32, help="local batch size (default 32)")
     run.add_argument("--world-size", type=int, default=1, help="ranks (default 1)")

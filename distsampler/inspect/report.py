@@ -187,4 +187,8 @@ def _sampler_table(
     rep = "minority_repeats_per_epoch"
     row(groups[4], "max", lambda r: str(r[rep]["max"]))
     row("", "mean", lambda r: f"{r[rep]['mean']:.2f}")
+    if "class-batches" in samplers:  # metric learning: positives and class coverage
+        if not multi:
+            row("anchors with a positive", "", lambda r: _pct(r["anchors_with_positive"], 1))
+        row("classes chosen per epoch", "min", lambda r: _pct(min(r["classes_chosen"]), 1))
     return _table(header, rows)

@@ -10,6 +10,8 @@ Targets:
   may also contain ``d``, so the realised share of draws containing ``d`` exceeds its target.
 * ``weighted`` / ``torch-wrs`` with per-sample weights: the weight mass of ``c``'s members.
 * ``quota``: the share of batch slots reserved for ``c`` (its quota, or its part of the rest).
+* ``class-batches``: the share of class slots given to ``c`` (``P`` classes x ``K`` samples a
+  batch, ``P = batch size / K``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import weights as W
+from ..pk_batches import DistributedClassBatchSampler
 from ..quota import DistributedQuotaBatchSampler
 from ..weighted import DistributedWeightedSampler
 from . import streams as S
@@ -30,7 +33,7 @@ from .tally import Tally
 
 __all__ = ["SAMPLERS", "STRATEGIES", "Run", "build_runs", "default_samplers", "simulate"]
 
-SAMPLERS = ("weighted", "quota", "torch-wrs")
+SAMPLERS = ("weighted", "quota", "torch-wrs", "class-batches")
 STRATEGIES = (
     "balanced",
     "instance",
@@ -172,6 +175,38 @@ def _quota_run(args, data: Data) -> Run:
     return Run("quota", detail, counts / counts.sum(), total, layout)
 
 
+def _class_batches_run(args, data: Data) -> Run:
+    import warnings
+
+    K = args.samples_per_class
+    if K < 1 or args.batch_size % K:
+        raise CliError(
+            f"class-batches: --batch-size {args.batch_size} should be a multiple of "
+            f"--samples-per-class {K}"
+        )
+    with warnings.catch_warnings():  # the small-class count goes into the detail instead
+        warnings.simplefilter("ignore")
+        sampler = DistributedClassBatchSampler(
+            data.index,
+            args.batch_size // K,
+            K,
+            num_replicas=args.world_size,
+            rank=0,
+            seed=args.seed,
+        )
+    counts = sampler.per_epoch_counts(0).astype(np.float64)
+    detail = f"P={sampler.classes_per_batch} x K={K}"
+    if sampler.num_small_classes:
+        detail += f", {sampler.num_small_classes} classes < K"
+
+    def layout(epoch, progress):
+        micro = S.quota_stream(sampler, epoch, progress=progress)  # (M, P * K)
+        return S.deal(micro, args.world_size)
+
+    total = sampler.num_replicas * len(sampler) * sampler.batch_size
+    return Run("class-batches", detail, counts / counts.sum(), total, layout)
+
+
 def _torch_run(args, data: Data, class_weights, sample_weights, detail: str) -> Run:
     n = data.index.num_samples
     if sample_weights is not None:
@@ -214,6 +249,8 @@ def build_runs(args, data: Data) -> list[Run]:
                 runs.append(_weighted_run(args, data, class_weights, sample_weights, detail))
             elif kind == "quota":
                 runs.append(_quota_run(args, data))
+            elif kind == "class-batches":
+                runs.append(_class_batches_run(args, data))
             else:
                 runs.append(_torch_run(args, data, class_weights, sample_weights, detail))
     except (ValueError, TypeError) as exc:

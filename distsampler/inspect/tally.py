@@ -58,6 +58,7 @@ class Tally:
     shares: list = field(default_factory=list, init=False)  # per epoch minority share/batch
     repeat_max: list = field(default_factory=list, init=False)  # per epoch max minority draws
     iterations: list = field(default_factory=list, init=False)  # per epoch iterations
+    positives: list = field(default_factory=list, init=False)  # per epoch anchors w/ positive
     head: np.ndarray | None = field(default=None, init=False)  # (keep, C) first batches
 
     def __post_init__(self) -> None:
@@ -94,6 +95,8 @@ class Tally:
         if self.head is None:
             self.head = m.composition(batches[: self.keep])
         self.iterations.append(iters)
+        if m.starts is None:  # one class per sample
+            self.positives.append(anchors_with_positive(batches, m.classes))
 
     # -- results ---------------------------------------------------------------------------------
     def coverage(self) -> np.ndarray:
@@ -171,4 +174,26 @@ class Tally:
                 for k, c in per_class.items()
             },
             "minority_repeats_per_epoch": {"max": rep_max, "mean": rep_mean},
+            "anchors_with_positive": _finite(float(np.mean(self.positives)))
+            if self.positives
+            else None,
+            "classes_chosen": [float(np.mean(d > 0)) for d in self.draws],
         }
+
+
+def anchors_with_positive(batches: np.ndarray, codes: np.ndarray) -> float:
+    """Share of entries of the full batches (no ``-1``) that have another, different sample of
+    their class in their batch (a metric-learning anchor with a positive)."""
+    full = batches[(batches >= 0).all(axis=1)]
+    if not full.size:
+        return float("nan")
+    rows, width = full.shape
+    cls = codes[full].astype(np.int64)
+    group = (np.arange(rows, dtype=np.int64)[:, None] * (int(cls.max()) + 1) + cls).ravel()
+    sample = full.ravel()
+    order = np.lexsort((sample, group))
+    g, x = group[order], sample[order]
+    starts = np.r_[True, g[1:] != g[:-1]]
+    ends = np.r_[starts[1:], True]
+    which = np.cumsum(starts) - 1
+    return float(np.mean((x[starts] != x[ends])[which]))
