@@ -16,6 +16,7 @@ from ._core.plan import (
     ClassIID,
     Plan,
     Stratified,
+    Timeline,
     WeightedIID,
     WeightedWithoutReplacement,
 )
@@ -161,8 +162,15 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             "num_samples", index.num_samples if num_samples is None else num_samples, 1
         )
         self.stratify = True if stratify is None else check_bool("stratify", stratify)
-        strategy = W.resolve(class_weights, index.names)
         sizes = index.sizes
+        schedule = class_weights if isinstance(class_weights, W.StepSchedule) else None
+        self._schedule_points: list = []
+        if schedule is not None:  # shares by run position: a timeline of (position, shares)
+            self._schedule_points = schedule.shares(index.names, sizes)
+            first = self._schedule_points[0][1]
+            strategy: Any = lambda counts, epoch=0: W._per_sample(first, np.asarray(counts, float))  # noqa: E731
+        else:
+            strategy = W.resolve(class_weights, index.names)
         epoch_dependent = bool(getattr(strategy, "epoch_dependent", False))
 
         def shares(epoch: int) -> np.ndarray:
@@ -171,6 +179,16 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         digest = hashlib.blake2b(shares(0).tobytes(), digest_size=6).hexdigest()
         if epoch_dependent:  # shares at epoch 0 do not pin a schedule: its repr does
             digest += ":" + repr(strategy)
+        if schedule is not None:  # every point's shares pin the schedule
+            blob = b"".join(np.int64(p).tobytes() + a.tobytes() for p, a in self._schedule_points)
+            digest += ":schedule:" + hashlib.blake2b(blob, digest_size=6).hexdigest()
+        self._updates: list[tuple[int, np.ndarray]] = []
+        self._timeline = Timeline(
+            self.num_samples,
+            self.seed,
+            list(self._schedule_points),
+            tuple(p for p, _ in self._schedule_points),
+        )
         self._data = f"labels:{index.fingerprint()}"
         self._shares_digest = digest
         if not self.replacement and index.multilabel:
@@ -180,14 +198,21 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 "each; use replacement=True (members still cycle without repeats per class)"
             )
         if self.stratify:
-            plan = Stratified(index, shares, self.num_samples, self.replacement, epoch_dependent)
+            plan = Stratified(
+                index, shares, self.num_samples, self.replacement, epoch_dependent, self._timeline
+            )
             self._plan = plan
             self._check_counts(0)
             return plan
         if epoch_dependent:
             raise ValueError("epoch-dependent class_weights need stratify=True")
         if self.replacement:
-            return ClassIID(index, shares(0), self.num_samples)
+            return ClassIID(index, shares(0), self.num_samples, self._timeline)
+        if schedule is not None:
+            raise ValueError(
+                "a StepSchedule needs replacement=True or stratify=True (weighted sampling "
+                "without replacement draws a whole epoch's order at once)"
+            )
         per_class = shares(0) / np.maximum(sizes, 1)
         if index.is_range:
             w = np.repeat(per_class, sizes)
@@ -259,4 +284,165 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
-        return self._serve(_CHUNK, self.indices, first=_FIRST)
+        return self._serve(_CHUNK, self._compute, first=_FIRST)
+
+    def _compute(self, units: np.ndarray) -> np.ndarray:
+        arr = self.indices(units)
+        self._inflight = (self._done, units, arr)  # rewritten if shares change under it
+        return arr
+
+    # -- shares that change during the run -------------------------------------------------
+    def _handed(self) -> int:
+        """Global position (this epoch) after the last index this rank handed out."""
+        if self._completed:
+            return self._total()
+        y = self._yielded
+        if y == 0:
+            return self._resume
+        return int(self._local_units(y - 1, y)[0]) + 1
+
+    def update_shares(
+        self, shares: Any, *, accumulation_steps: int = 1, at: int | None = None
+    ) -> int:
+        """New class shares from the next global step boundary on, on every rank at once.
+
+        A global step is ``num_replicas * block_size * accumulation_steps`` positions of the
+        global plan (set ``block_size`` to the per-rank batch size, and ``accumulation_steps``
+        to the micro-batches of one optimizer step, so no optimizer step mixes old and new
+        shares). The update lands at the first boundary that no rank has handed out yet: with
+        a process group every rank sends its handed-out position (a prefetching ``DataLoader``
+        runs ahead of the loop) and the ranks take the largest, with one ``all_gather`` that
+        also checks that every rank passed the same shares (a ``ValueError`` on every rank
+        names the ranks that differ). Without a process group (ranks simulated in one process)
+        nothing is checked and this process's position is used: pass ``at=`` then.
+
+        The shares hold into later epochs until the next update (or the next point of a
+        :class:`~distsampler.weights.StepSchedule`). Indices already handed out stay as they
+        were; the ones computed ahead but not handed out are redrawn. The update is recorded in
+        :meth:`state_dict` as ``(run position, shares)``: a state grows by ``groups`` floats an
+        update (the bound: updates x groups), and resuming computes, never replays.
+
+        Trap: the sampler must be iterated in this process (a ``DataLoader`` draws the indices
+        in the main process, also with ``num_workers > 0``); a sampler iterated inside a worker
+        process cannot see the update.
+
+        Args:
+            shares: a mapping class name -> share naming every class, or an array of shares in
+                the label index's order (``sampler.index.names``); normalised.
+            accumulation_steps: micro-batches per optimizer step (a global step is this many
+                rounds of ``num_replicas`` blocks).
+            at: an explicit run position (``epoch * num_samples + position``) instead of the
+                next boundary; it must not lie before what a rank handed out or a previous
+                update.
+
+        Returns:
+            The run position from which the new shares hold.
+        """
+        index = self.index
+        if index is None or (not self.replacement and not self.stratify):
+            raise ValueError(
+                "update_shares needs labels= with replacement=True or stratify=True; "
+                "weights= and unstratified sampling without replacement have no class shares"
+            )
+        steps = check_int("accumulation_steps", accumulation_steps, 1)
+        names = index.names
+        if isinstance(shares, dict) or hasattr(shares, "keys"):
+            share = W._named_shares("shares", shares, names)
+        else:
+            arr = np.asarray(
+                shares.detach().cpu() if hasattr(shares, "detach") else shares, dtype=np.float64
+            )
+            if arr.shape != (len(names),):
+                raise ValueError(
+                    f"shares should have one entry per class ({len(names)}), but got shape "
+                    f"{arr.shape}"
+                )
+            if not np.isfinite(arr).all() or (arr < 0).any():
+                raise ValueError(f"shares should be finite and >= 0, but got shares={arr!r}")
+            if arr.sum() <= 0:
+                raise ValueError("shares should have a positive entry, but all are zero")
+            share = arr / arr.sum()
+        if at is not None:
+            at = check_int("at", at, 0)
+        from .feedback import agree
+
+        handed = agree(self._handed(), at, share)
+        n = self.num_samples
+        here = self.epoch * n + min(handed, n)
+        if at is None:
+            step = self.num_replicas * self.block_size * steps
+            run = self.epoch * n + min(-(-handed // step) * step, n)
+        else:
+            if at < here:
+                raise ValueError(
+                    f"at should not lie before the handed-out run position {here}, but got at={at}"
+                )
+            run = at
+        if self._updates and run < self._updates[-1][0]:
+            raise ValueError(
+                f"update_shares at run position {run} lies before the previous update "
+                f"({self._updates[-1][0]}); updates only move forward"
+            )
+        self._apply_update(run, share)
+        return run
+
+    def _apply_update(self, run: int, share: np.ndarray) -> None:
+        self._updates.append((int(run), share))
+        self._timeline.add(run, share)
+        if isinstance(self._plan, Stratified):
+            self._plan.reset()
+            try:
+                self._check_counts(self.epoch)
+            except ValueError:  # refused: the sampler stays as it was
+                self._updates.pop()
+                self._timeline.points.pop()
+                self._plan.reset()
+                raise
+        self._redraw_inflight()
+
+    def _redraw_inflight(self) -> None:
+        """Redraw the indices computed ahead but not handed out (they may cross the update)."""
+        inflight = getattr(self, "_inflight", None)
+        if inflight is None or self._chunk is None or self._items is None:
+            return
+        lo, units, arr = inflight
+        y = self._yielded
+        if not lo <= y < lo + len(arr):
+            return
+        arr[y - lo :] = self.indices(units[y - lo :])
+        items, first = self._items, self._done  # local index of items[0]
+        stop = first + len(items)
+        if y < stop:
+            items[y - first :] = arr[y - lo : stop - lo].tolist()
+
+    def _state(self, consumed: int, skip: int) -> dict:
+        state = super()._state(consumed, skip)
+        if self.index is not None and self._updates:
+            state["updates"] = [[run, [float(x) for x in a]] for run, a in self._updates]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        updates = state.get("updates", [])
+        if updates and self.index is None:
+            raise ValueError("state has share updates, but this sampler has no labels=")
+        parsed = []
+        for i, item in enumerate(updates):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ValueError(f"state['updates'][{i}] should be [position, shares]")
+            run = check_int(f"state['updates'][{i}] position", item[0], 0)
+            a = np.asarray(item[1], dtype=np.float64)
+            if self.index is not None and a.shape != (len(self.index.names),):
+                raise ValueError(f"state['updates'][{i}] has {a.size} shares, not one per class")
+            parsed.append((run, a))
+        if self.index is None:
+            return
+        self._updates = []
+        self._timeline.points = list(self._schedule_points)
+        for run, a in parsed:
+            self._updates.append((run, a))
+            self._timeline.add(run, a)
+        if isinstance(self._plan, Stratified):
+            self._plan.reset()
+
+    load_state_dict.__doc__ = EpochState.load_state_dict.__doc__

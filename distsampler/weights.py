@@ -17,6 +17,7 @@ strategy                   share of draws of class ``c`` (size n_c)    source
 :data:`sqrt_frequency`     ``sqrt(n_c)``                               Mahajan et al., 2018
 :class:`EffectiveNumber`   ``n_c (1 - beta) / (1 - beta ** n_c)``      Cui et al., 2019
 :class:`Progressive`       instance -> balanced over ``T`` epochs      Kang et al., 2020
+:class:`StepSchedule`      shares by run position (steps, optional ramp)  e.g. deferred re-balancing
 :func:`target_shares`      fixed shares by class name
 :func:`repeat_factors`     per-*image* weights for multi-label data    Gupta et al., 2019 (LVIS)
 =========================  ==========================================  =========================
@@ -39,6 +40,7 @@ __all__ = [
     "ClassWeighting",
     "EffectiveNumber",
     "Progressive",
+    "StepSchedule",
     "TargetShares",
     "Temperature",
     "balanced",
@@ -227,6 +229,135 @@ class Progressive:
             self.end, counts, epoch
         )
         return _per_sample(share, counts)
+
+
+# -- a schedule over run positions ---------------------------------------------------------------
+class StepSchedule:
+    """Class shares that change at run positions: ``[(0, shares_a), (10_000, shares_b), ...]``.
+
+    A point is a *run position*: ``epoch * num_samples + position`` of the global plan (samples
+    drawn by all ranks together, counted from the start of the run), so a schedule means the same
+    under any world size. From each point on its shares hold until the next point (piecewise
+    constant); with ``interpolate=True`` the shares move linearly between two points, realised
+    as ``pieces`` constant segments of equal length (the plan is piecewise constant; a ramp of
+    ``L`` positions moves in steps of ``L / pieces``).
+
+    Each entry's shares are a mapping class -> share naming every class (shares are normalised;
+    0 excludes a class), or a strategy (``"instance"``, ``"balanced"``, ``"sqrt"``, or any
+    ``(counts, epoch) -> weights`` callable, evaluated at epoch 0). Deferred re-balancing
+    (LDAM-DRW) is ``StepSchedule([(0, "instance"), (160 * n, "balanced")])``.
+
+    Pass it as ``class_weights=`` of :class:`distsampler.DistributedWeightedSampler` (labels).
+    The schedule is part of the configuration a saved state is checked against. With
+    ``stratify=True`` every segment between two points holds exact largest-remainder counts
+    for its length, and member cycles run on across segments.
+
+    Args:
+        points: ``(run_position, shares)`` pairs; positions are ints, strictly increasing, the
+            first one 0.
+        interpolate: move linearly between points instead of stepping.
+        pieces: constant segments per interpolated interval (``interpolate=True`` only).
+    """
+
+    epoch_dependent = False
+
+    def __init__(
+        self,
+        points: Sequence[tuple[int, Mapping[Hashable, float] | str | ClassWeighting]],
+        interpolate: bool = False,
+        pieces: int = 16,
+    ) -> None:
+        if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence):
+            raise TypeError(
+                "points should be a sequence of (position, shares) pairs, "
+                f"but got points={points!r}"
+            )
+        if not points:
+            raise ValueError("points should be non-empty, but got points=[]")
+        if isinstance(interpolate, (bool, np.bool_)) is False:
+            raise TypeError(f"interpolate should be a bool, but got interpolate={interpolate!r}")
+        if isinstance(pieces, (bool, np.bool_)) or not isinstance(pieces, (int, np.integer)):
+            raise TypeError(f"pieces should be a positive integer, but got pieces={pieces!r}")
+        if pieces < 1:
+            raise ValueError(f"pieces should be a positive integer, but got pieces={pieces!r}")
+        out = []
+        prev = -1
+        for i, item in enumerate(points):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(
+                    f"points[{i}] should be a (position, shares) pair, but got {item!r}"
+                )
+            pos, spec = item
+            if isinstance(pos, (bool, np.bool_)) or not isinstance(pos, (int, np.integer)):
+                raise TypeError(f"points[{i}] position should be an int, but got {pos!r}")
+            if pos < 0 or (i == 0 and pos != 0):
+                raise ValueError(
+                    f"points should start at position 0, but got points[{i}] position={pos}"
+                    if i == 0
+                    else f"points[{i}] position should be >= 0, but got {pos}"
+                )
+            if pos <= prev:
+                raise ValueError(
+                    f"points positions should be strictly increasing, but got {pos} after {prev}"
+                )
+            prev = int(pos)
+            if isinstance(spec, Mapping):
+                _check_mapping(f"points[{i}] shares", spec)
+                spec = dict(spec)
+            else:
+                spec = _strategy_arg(f"points[{i}] shares", spec)
+            out.append((int(pos), spec))
+        self.points: tuple = tuple(out)
+        self.interpolate = bool(interpolate)
+        self.pieces = int(pieces)
+
+    def __repr__(self) -> str:  # stable across processes: names, not object addresses
+        def name(spec) -> str:
+            if isinstance(spec, dict):
+                return repr(sorted(spec.items(), key=repr))
+            return getattr(spec, "__name__", None) or repr(spec)
+
+        body = ", ".join(f"({p}, {name(s)})" for p, s in self.points)
+        return f"StepSchedule([{body}], interpolate={self.interpolate}, pieces={self.pieces})"
+
+    def shares(self, names: tuple[Hashable, ...], counts: np.ndarray) -> list:
+        """``[(run_position, shares array)]`` for the classes ``names`` of sizes ``counts``:
+        the points as piecewise-constant shares (normalised, in the label index's order)."""
+        counts = np.asarray(counts, dtype=np.float64)
+        resolved = []
+        for i, (pos, spec) in enumerate(self.points):
+            if isinstance(spec, dict):
+                share = _named_shares(f"points[{i}] shares", spec, names)
+            else:
+                share = class_shares(spec, counts, 0)
+            resolved.append((pos, share))
+        if not self.interpolate or len(resolved) == 1:
+            return resolved
+        out = []
+        for (a, sa), (b, sb) in zip(resolved[:-1], resolved[1:], strict=True):
+            for k in range(self.pieces):
+                at = a + (b - a) * k // self.pieces
+                if out and out[-1][0] == at:
+                    continue  # intervals shorter than ``pieces`` positions
+                t = k / self.pieces
+                out.append((at, (1 - t) * sa + t * sb))
+        out.append(resolved[-1])
+        return out
+
+
+def _named_shares(name: str, shares: Mapping, names: tuple[Hashable, ...]) -> np.ndarray:
+    """Shares by class name -> normalised array in ``names`` order; every class must be named."""
+    _check_mapping(name, shares)
+    unknown = [k for k in shares if k not in names]
+    if unknown:
+        raise ValueError(f"{name} names groups {unknown[:10]!r} that are not in the labels")
+    missing = [n for n in names if n not in shares]
+    if missing:
+        raise ValueError(
+            f"{name} has no share for groups {missing[:10]!r}; name every group (0 excludes it)"
+        )
+    w = np.array([float(shares[n]) for n in names])
+    return w / w.sum()
 
 
 def _strategy_arg(name: str, spec) -> ClassWeighting:

@@ -44,13 +44,14 @@ from .index_store import WeightStore as WeightIndex
 from .index_store import guided_search
 from .keyed import derive, make_key, permute, uniform
 from .sorting import sort_by_key, sorted_unique
-from .strata import stratified_ranks
+from .strata import _tree, stratified_ranks
 
 __all__ = [
     "PLAN_VERSION",
     "ClassIID",
     "Plan",
     "Stratified",
+    "Timeline",
     "WeightedIID",
     "WeightedWithoutReplacement",
     "class_first",
@@ -154,14 +155,90 @@ class WeightedIID:
 
 @dataclass(frozen=True)
 class ClassIID:
-    """Class-first i.i.d. draws: a class by its share, then a member uniformly. O(1) a draw."""
+    """Class-first i.i.d. draws: a class by its share, then a member uniformly. O(1) a draw.
+
+    With a ``timeline`` the shares of a position are those in force at its run position (the
+    same uniforms, so positions before a change are drawn exactly as without it).
+    """
 
     index: GroupIndex
     shares: np.ndarray
     num_samples: int
+    timeline: Timeline | None = None
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-        return class_first(self.index, self.shares, seed, epoch, positions)
+        if self.timeline is None or not self.timeline.points:
+            return class_first(self.index, self.shares, seed, epoch, positions)
+        out = np.empty(len(positions), dtype=np.int64)
+        starts = self.timeline.segments(epoch)
+        edges = np.array([a for a, _ in starts[1:]], dtype=np.int64)
+        seg = np.searchsorted(edges, positions, side="right")
+        for j in sorted_unique(seg):
+            sel = seg == j
+            share = starts[int(j)][1]
+            share = self.shares if share is None else share
+            out[sel] = class_first(self.index, share, seed, epoch, positions[sel])
+        return out
+
+
+@dataclass
+class Timeline:
+    """Shares as a function of the run position ``epoch * num_samples + position``.
+
+    ``points`` are ``(run_position, shares)`` pairs (a step schedule and the updates made during
+    the run, in the order they were given; at one position the last one wins); the shares in
+    force at a run position are those of the last point at or before it, or the plan's own
+    shares before the first point. ``planned`` are the run positions known in advance (a
+    schedule): a segment is planned to end at the next planned point or at the epoch's end, and
+    an update made during the run cuts it short there.
+    """
+
+    num_samples: int
+    seed: int
+    points: list = field(default_factory=list)
+    planned: tuple = ()
+
+    def add(self, run: int, shares: np.ndarray) -> None:
+        """An update from ``run`` on (not before the last point: updates only move forward)."""
+        self.points.append((int(run), np.asarray(shares, dtype=np.float64)))
+
+    def _sorted(self) -> list:
+        merged: dict[int, np.ndarray] = {}
+        for run, share in self.points:
+            merged[run] = share
+        return sorted(merged.items())
+
+    def in_force(self, run: int):
+        """Shares in force at ``run`` (``None``: the plan's own shares, before any point)."""
+        best = None
+        for at, share in self._sorted():
+            if at > run:
+                break
+            best = share
+        return best
+
+    def segments(self, epoch: int) -> list:
+        """``[(start, shares)]`` of block 0 of ``epoch``: starts in ``[0, num_samples)``, the
+        first 0; shares ``None`` means the plan's own shares."""
+        n = self.num_samples
+        lo, hi = epoch * n, (epoch + 1) * n
+        out = [(0, self.in_force(lo))]
+        for at, share in self._sorted():
+            if lo < at < hi:
+                out.append((at - lo, share))
+        return out
+
+    def planned_end(self, epoch: int, start: int) -> int:
+        """Where a segment starting at ``start`` of ``epoch`` is planned to end."""
+        lo = epoch * self.num_samples
+        for at in self.planned:
+            if at - lo > start:
+                return min(at - lo, self.num_samples)
+        return self.num_samples
+
+    def change_epochs(self) -> list[int]:
+        """Epochs whose shares are not simply those the previous epoch ended with."""
+        return sorted({at // self.num_samples for at, _ in self.points})
 
 
 def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
@@ -207,6 +284,16 @@ class Stratified:
     ``shares_for_epoch(epoch)`` gives the class shares; ``epoch_dependent`` says whether they
     change with the epoch (a schedule), in which case the member streams of epoch ``e`` start
     after the draws of every earlier epoch.
+
+    Segments (``timeline``): block 0 of an epoch is cut at the points of the timeline. A segment
+    starting at ``s`` is planned to its planned end ``p`` (the next schedule point, or the
+    epoch's end): ``largest_remainder(p - s, shares)`` draws in the stratified order of its own
+    key. An update cuts it short at ``u``: positions ``[s, u)`` stay exactly as planned (what was
+    served stays served), and class ``c``'s member stream continues after the draws of ``c`` the
+    segment made before ``u`` (counted exactly: the Beatty prefix up to the window holding
+    ``u``, plus the classes of at most ``STRATUM - 1`` positions). A segment without such a cut
+    holds exact counts for its length. The first segment of an epoch without points is the
+    plain epoch (same key), so a plan with no points is exactly the plan without a timeline.
     """
 
     index: GroupIndex
@@ -214,25 +301,141 @@ class Stratified:
     num_samples: int
     replacement: bool = True
     epoch_dependent: bool = False
+    timeline: Timeline | None = None
     _counts: dict = field(default_factory=dict, repr=False)
     _bases: dict = field(default_factory=dict, repr=False)
+    _segs: dict = field(default_factory=dict, repr=False)
+    _remaps: dict = field(default_factory=dict, repr=False)
+
+    def reset(self) -> None:
+        """Forget cached segments (the timeline changed)."""
+        self._bases.clear()
+        self._segs.clear()
+        self._remaps.clear()
+
+    def _segmented(self) -> bool:
+        return self.timeline is not None and bool(self.timeline.points)
 
     def counts(self, epoch: int) -> np.ndarray:
-        """Draws of each class in one epoch (exact, largest remainder)."""
+        """Draws of each class in one epoch (exact, largest remainder); with segments, the sum
+        of the draws each segment makes before its end."""
+        if self._segmented():
+            return self._epoch_segments(epoch)[1]
         if epoch not in self._counts:
             self._counts[epoch] = largest_remainder(self.num_samples, self.shares_for_epoch(epoch))
         return self._counts[epoch]
 
+    def _plain_counts(self, epoch: int) -> np.ndarray:
+        if epoch not in self._counts:
+            self._counts[epoch] = largest_remainder(self.num_samples, self.shares_for_epoch(epoch))
+        return self._counts[epoch]
+
+    def _epoch_segments(self, epoch: int) -> tuple[list, np.ndarray, np.ndarray]:
+        """``([(start, end, planned counts, served before, key)], epoch total, counts of the
+        continuation blocks)`` of ``epoch``; records the stream remaps of its cuts."""
+        if epoch in self._segs:
+            return self._segs[epoch]
+        tl = self.timeline
+        assert tl is not None
+        n, seed = self.num_samples, tl.seed
+        starts = tl.segments(epoch)
+        segs = []
+        served = np.zeros(len(self.index.sizes), dtype=np.int64)
+        epoch_base = self._stream_base(epoch) if self.replacement else served.copy()
+        cycle = self.index.sizes if self.replacement else np.ones_like(served)
+        last = None
+        for j, (s, share) in enumerate(starts):
+            share = self.shares_for_epoch(epoch) if share is None else share
+            last = share
+            end = starts[j + 1][0] if j + 1 < len(starts) else n
+            planned = tl.planned_end(epoch, s)
+            counts = largest_remainder(planned - s, share)
+            key = make_key(seed, epoch, STRATA, 0, s) if s else make_key(seed, epoch, STRATA, 0)
+            before = served.copy()
+            segs.append((s, end, counts, before, key))
+            if end == planned:
+                served += counts
+                continue
+            # Cut short at ``cut``: [s, s + w) is whole windows (a prefix of every class's ranks,
+            # from the tree); the window holding the cut was served in part, in a random order.
+            cut = end - s
+            w = cut - cut % STRATUM
+            served += _tree(counts.tobytes(), int(key)).counts_before(w)
+            if cut == w:
+                continue
+            hi = min(w + STRATUM, int(counts.sum()))
+            base = epoch_base + before
+            cls, k = stratified_ranks(
+                np.arange(w, hi, dtype=np.int64), counts, cycle, base, key, STRATUM
+            )
+            t = base[cls] + k  # the window's stream indices (a contiguous range per class)
+            used = np.zeros(len(cls), dtype=bool)
+            used[: cut - w] = True
+            remaps = []
+            for c in np.unique(cls):
+                mine = cls == c
+                nu = int((mine & used).sum())
+                free = np.sort(t[mine & ~used])  # drawn next, in stream order: none lost
+                if len(free):
+                    lo = int(t[mine].min()) + nu
+                    remaps.append((int(c), lo, free))
+                served[c] += nu
+            self._remaps[(epoch, j)] = remaps
+        cont = largest_remainder(n, last)
+        self._segs[epoch] = (segs, served, cont)
+        return self._segs[epoch]
+
+    def _remap(self, t: np.ndarray, cls: np.ndarray, epoch: int, seg: int) -> np.ndarray:
+        """Stream indices after the cuts made before segment ``seg`` of ``epoch`` (latest first):
+        a cut's unserved window ranks are taken first, so no member is lost or repeated."""
+        keys = [k for k in self._remaps if k < (epoch, seg)]
+        if not self.replacement:
+            keys = [k for k in keys if k[0] == epoch]
+        if not keys or not len(t):
+            return t
+        t = t.copy()
+        tmin, tmax = int(t.min()), int(t.max())
+        for key in sorted(keys, reverse=True):
+            for c, lo, free in self._remaps[key]:
+                if lo > tmax or lo + len(free) <= tmin:
+                    continue
+                sel = (cls == c) & (t >= lo) & (t < lo + len(free))
+                t[sel] = free[t[sel] - lo]
+        return t
+
     def _stream_base(self, epoch: int) -> np.ndarray:
         """Draws of each class in every epoch before ``epoch`` (where its member streams start)."""
-        if not self.epoch_dependent:
-            return epoch * self.counts(epoch)
-        if epoch not in self._bases:  # a schedule: the sum over earlier epochs, once per epoch
-            prior = [self.counts(e) for e in range(epoch)]
-            self._bases[epoch] = sum(prior, np.zeros(len(self.index.names), dtype=np.int64))
-        return self._bases[epoch]
+        if not self._segmented():
+            if not self.epoch_dependent:
+                return epoch * self.counts(epoch)
+            if epoch not in self._bases:  # a schedule: the sum over earlier epochs, once per epoch
+                prior = [self.counts(e) for e in range(epoch)]
+                self._bases[epoch] = sum(prior, np.zeros(len(self.index.names), dtype=np.int64))
+            return self._bases[epoch]
+        if epoch in self._bases:
+            return self._bases[epoch]
+        total = np.zeros(len(self.index.names), dtype=np.int64)
+        if self.epoch_dependent:
+            for e in range(epoch):
+                total += self.counts(e)
+        else:  # epochs between two with points repeat the same counts: O(points) work
+            assert self.timeline is not None
+            e = 0
+            for c in self.timeline.change_epochs():
+                if c >= epoch:
+                    break
+                if c > e:
+                    total += (c - e) * self.counts(e)
+                total += self.counts(c)
+                e = c + 1
+            if epoch > e:
+                total += (epoch - e) * self.counts(e)
+        self._bases[epoch] = total
+        return total
 
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        if self._segmented():
+            return self._draw_segments(seed, epoch, positions)
         counts = self.counts(epoch)
         sizes = self.index.sizes
         out = np.empty(len(positions), dtype=np.int64)
@@ -249,6 +452,41 @@ class Stratified:
                 ones = np.ones_like(counts)
                 cls, k = stratified_ranks(local, counts, ones, np.zeros_like(counts), key, STRATUM)
                 out[sel] = cycled_members(self.index, cls, k, make_key(seed, epoch, CYCLE, int(b)))
+        return out
+
+    def _draw_segments(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+        assert self.timeline is not None and seed == self.timeline.seed, "timeline of another seed"
+        segs, total, cont = self._epoch_segments(epoch)
+        sizes = self.index.sizes
+        n = self.num_samples
+        out = np.empty(len(positions), dtype=np.int64)
+        edges = np.array([s for s, *_ in segs[1:]] + [n], dtype=np.int64)
+        seg = np.searchsorted(edges, positions, side="right")  # len(segs) + b - 1: block b >= 1
+        epoch_base = self._stream_base(epoch) if self.replacement else np.zeros_like(cont)
+        for j in sorted_unique(seg):
+            j = int(j)
+            sel = seg == j
+            if j < len(segs):
+                s, _, counts, served, key = segs[j]
+                local = positions[sel] - s
+                base = epoch_base + served
+                block = 0
+            else:
+                block = j - len(segs) + 1
+                counts = cont
+                local = positions[sel] - block * n
+                key = make_key(seed, epoch, STRATA, block)
+                base = epoch_base + total + (block - 1) * cont
+            if self.replacement:
+                cls, k = stratified_ranks(local, counts, sizes, base, key, STRATUM)
+                t = self._remap(base[cls] + k, cls, epoch, j)
+                out[sel] = cycled_members(self.index, cls, t, make_key(seed, CYCLE))
+            else:
+                ones = np.ones_like(counts)
+                cls, k = stratified_ranks(local, counts, ones, np.zeros_like(counts), key, STRATUM)
+                if block == 0:
+                    k = self._remap(k + served[cls], cls, epoch, j)
+                out[sel] = cycled_members(self.index, cls, k, make_key(seed, epoch, CYCLE, block))
         return out
 
 

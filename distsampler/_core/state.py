@@ -100,6 +100,7 @@ class EpochState:
     _skip: int = 0  # local units to skip after _resume (mid-block, same world size only)
     _done: int = 0  # local units of the finished chunks of the iteration in flight
     _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
+    _items: list | None = None  # the list behind _chunk's iterator (rewritten by share updates)
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
@@ -193,7 +194,7 @@ class EpochState:
                 part = arr[at : at + rows]  # an array, or a list of ragged rows (lists)
                 items = part if isinstance(part, list) else part.tolist()
                 it = iter(items)
-                self._chunk = (len(items), it)
+                self._chunk, self._items = (len(items), it), items  # _items: for share updates
                 yield it
                 self._done += len(items)
                 self._chunk = None

@@ -1,0 +1,314 @@
+"""Shares that change during the run: StepSchedule and update_shares on the weighted sampler.
+
+One process (ranks simulated, updates placed with ``at=``); the agreement collective and real
+ranks are in test_shares_dist.py.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import interleave
+
+from distsampler import DistributedWeightedSampler as DWS
+from distsampler import weights as W
+from distsampler._core.plan import largest_remainder
+
+LABELS = np.array([0] * 500 + [1] * 60 + [2] * 13 + [3] * 7)
+N = 400
+A = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}
+B = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}
+
+
+def make(world=1, rank=0, **kw):
+    kw.setdefault("labels", LABELS)
+    kw.setdefault("num_samples", N)
+    return DWS(num_replicas=world, rank=rank, seed=7, **kw)
+
+
+def run_stream(world, epochs, updates=(), block=1, **kw):
+    """The global stream of ``epochs`` epochs read round-robin, updates applied by ``at=``."""
+    samplers = [make(world, r, block_size=block, **kw) for r in range(world)]
+    for s in samplers:
+        for at, shares in updates:
+            s.update_shares(shares, at=at)
+    out = []
+    for e in range(epochs):
+        streams = []
+        for s in samplers:
+            s.set_epoch(e)
+            streams.append(list(s))
+        out.extend(interleave(streams, block)[:N])
+    return out
+
+
+def test_no_update_is_todays_plan():
+    for kw in (dict(), dict(stratify=False)):
+        a = make(**kw)
+        b = make(**kw)
+        b.update_shares(A, at=10**9)  # far in the future: nothing changes before it
+        assert list(a) == list(b)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+@pytest.mark.parametrize("world,block", [(2, 1), (4, 1), (2, 8), (4, 5)])
+def test_same_updates_same_stream_under_any_world_size(stratify, world, block):
+    updates = [(130, B), (N + 57, A), (2 * N + 3, B)]
+    one = run_stream(1, 3, updates, stratify=stratify)
+    assert run_stream(world, 3, updates, block=block, stratify=stratify) == one
+
+
+def cycles_intact(stream, labels):
+    """Each class's members, in stream order, come in whole cycles: no member lost or repeated
+    before its cycle ends."""
+    for c in np.unique(labels):
+        members = set(np.flatnonzero(labels == c).tolist())
+        seq = [i for i in stream if labels[i] == c]
+        n = len(members)
+        for q in range(len(seq) // n):
+            assert set(seq[q * n : (q + 1) * n]) == members, (c, q)
+        tail = seq[(len(seq) // n) * n :]
+        assert len(set(tail)) == len(tail)
+
+
+@pytest.mark.parametrize("ats", [[37], [130, 131, 299], [N - 1], [N + 16, 2 * N + 250]])
+def test_member_cycles_run_on_across_updates(ats):
+    updates = [(at, B if i % 2 == 0 else A) for i, at in enumerate(ats)]
+    stream = run_stream(1, 4, updates)
+    cycles_intact(stream, LABELS)
+
+
+def test_stepschedule_segments_have_exact_counts():
+    points = [(0, "instance"), (150, B), (N + 20, "balanced"), (3 * N, A)]
+    s = make(class_weights=W.StepSchedule(points))
+    sched = W.StepSchedule(points).shares((0, 1, 2, 3), np.bincount(LABELS))
+    stream = []
+    for e in range(4):
+        s.set_epoch(e)
+        stream.extend(list(s))
+    stream = np.asarray(stream)
+    run_points = [p for p, _ in sched] + [4 * N]
+    for (p, share), q in zip(sched, run_points[1:], strict=False):
+        for lo in range(p, q, N):  # a segment crossing epoch ends is cut into epoch parts
+            hi = min(q, (lo // N + 1) * N)
+            got = np.bincount(LABELS[stream[lo:hi]], minlength=4)
+            np.testing.assert_array_equal(got, largest_remainder(hi - lo, share))
+    cycles_intact(stream.tolist(), LABELS)
+
+
+def test_stepschedule_world_invariance_and_config():
+    sched = W.StepSchedule([(0, "instance"), (150, "balanced")], interpolate=True, pieces=4)
+    one = run_stream(1, 2, class_weights=sched)
+    assert run_stream(3, 2, block=4, class_weights=sched) == one
+    state = make(class_weights=sched).state_dict()
+    other = make(class_weights=W.StepSchedule([(0, "instance"), (151, "balanced")]))
+    with pytest.raises(ValueError, match="class_shares"):
+        other.load_state_dict(state)
+
+
+def test_interpolation_is_piecewise_constant():
+    sched = W.StepSchedule([(0, {0: 1, 1: 0}), (100, {0: 0, 1: 1})], interpolate=True, pieces=4)
+    pts = sched.shares((0, 1), np.array([5, 5]))
+    assert [p for p, _ in pts] == [0, 25, 50, 75, 100]
+    np.testing.assert_allclose(pts[2][1], [0.5, 0.5])
+
+
+def test_update_mid_iteration_redraws_what_was_computed_ahead():
+    s = make()
+    it = iter(s)
+    got = [next(it) for _ in range(150)]  # the chunk computed ahead holds old-share positions
+    assert s.update_shares(B) == 150  # block 1, world 1: the next position
+    got += list(it)
+    old = list(make())
+    assert got[:150] == old[:150]
+    ref2 = make()
+    ref2.update_shares(B, at=150)
+    assert got == list(ref2)
+
+
+def test_update_lands_at_the_next_global_step_boundary():
+    s = make(world=2, rank=0, block_size=4)
+    it = iter(s)
+    for _ in range(5):  # local 5 -> last handed global position (1 * 8 + 0) = 8
+        next(it)
+    assert s.update_shares(B) == 16  # steps of 2 ranks x 4 = 8: the boundary after 8
+    s2 = make(world=2, rank=0, block_size=4)
+    it = iter(s2)
+    for _ in range(5):
+        next(it)
+    assert s2.update_shares(B, accumulation_steps=3) == 24  # optimizer steps of 24 positions
+
+
+def test_gradient_accumulation_never_mixes_shares_in_one_step():
+    labels = np.array([0] * 100 + [1] * 100)
+    step = 2 * 4 * 3  # 2 ranks, local batch 4, 3 micro-batches
+    s = [DWS(labels=labels, num_replicas=2, rank=r, block_size=4, seed=1) for r in range(2)]
+    its = [iter(x) for x in s]
+    for r in range(2):
+        for _ in range(10):  # each rank handed out part of a step
+            next(its[r])
+    runs = {x.update_shares({0: 0, 1: 1}, accumulation_steps=3) for x in s}
+    assert runs == {step}  # both ranks: the end of the first optimizer step
+    streams = [[next(its[r]) for _ in range(2 * 12 - 10)] for r in range(2)]
+    full = interleave([[None] * 10 + st for st in streams], 4)
+    new = full[step : 2 * step]
+    assert all(labels[i] == 1 for i in new)
+
+
+def test_resume_after_update_under_another_world_size():
+    updates = [(96, B)]
+    want = run_stream(1, 2, updates, block=8)
+    a = make(world=2, rank=0, block_size=8)
+    b = make(world=2, rank=1, block_size=8)
+    for s in (a, b):
+        s.update_shares(B, at=96)
+    ia, ib = iter(a), iter(b)
+    for _ in range(64):  # 128 global positions: after the update
+        next(ia)
+        next(ib)
+    state = a.state_dict()
+    assert state["updates"] == [[96, [float(x) for x in np.array([0.1, 0.2, 0.3, 0.4])]]]
+    torch_state = torch.load(_roundtrip(state), weights_only=True)
+    rest = []
+    streams = []
+    for r in range(4):
+        s = make(world=4, rank=r, block_size=8)
+        s.load_state_dict(torch_state)
+        streams.append(list(s))
+    rest = interleave(streams, 8)
+    assert want[128 : 128 + len(rest)][: N - 128] == rest[: N - 128]
+
+
+def _roundtrip(obj):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+def test_resume_with_prefetch_and_update():
+    """A DataLoader with num_workers=2 prefetches: the update lands after what was handed out,
+    and a state saved with the loop's own count resumes the same stream."""
+    from torch.utils.data import DataLoader
+
+    ds = list(range(len(LABELS)))
+    s = make(block_size=4)
+    loader = DataLoader(ds, batch_size=4, sampler=s, num_workers=2, prefetch_factor=2)
+    it = iter(loader)
+    seen = [next(it).tolist() for _ in range(3)]
+    run = s.update_shares(B)
+    assert run >= 12 and run % 4 == 0
+    state = s.state_dict(consumed=12)
+    seen += [b.tolist() for b in it]
+    flat = [i for b in seen for i in b]
+    ref = make(block_size=4)
+    ref.update_shares(B, at=run)
+    assert flat == list(ref)
+    r = make(block_size=4)
+    r.load_state_dict(state)
+    assert list(r) == flat[12:]
+
+
+def test_chi_square_of_iid_segments():
+    chi2 = pytest.importorskip("scipy.stats").chi2
+
+    s = make(stratify=False, num_samples=20000)
+    s.update_shares(B, at=5000)
+    got = np.asarray(list(s))
+    for lo, hi, share in ((0, 5000, np.full(4, 0.25)), (5000, 20000, np.array([1, 2, 3, 4]) / 10)):
+        obs = np.bincount(LABELS[got[lo:hi]], minlength=4)
+        exp = (hi - lo) * share
+        stat = ((obs - exp) ** 2 / exp).sum()
+        assert stat < chi2.ppf(1 - 1e-4, df=3)  # fixed seed; fails 1 in 10**4 seeds
+
+
+@pytest.mark.parametrize(
+    "shares,err,match",
+    [
+        ({0: 1, 1: 1, 2: 1}, ValueError, "no share for groups"),
+        ({0: 1, 1: 1, 2: 1, 3: 1, 9: 1}, ValueError, "not in the labels"),
+        ({0: float("nan"), 1: 1, 2: 1, 3: 1}, ValueError, "finite"),
+        ({0: -1, 1: 1, 2: 1, 3: 1}, ValueError, ">= 0"),
+        ({0: 0, 1: 0, 2: 0, 3: 0}, ValueError, "positive"),
+        ([1, 2], ValueError, "one entry per class"),
+        ([0, 0, 0, 0], ValueError, "positive"),
+        ([np.nan, 1, 1, 1], ValueError, "finite"),
+    ],
+)
+def test_bad_shares(shares, err, match):
+    with pytest.raises(err, match=match):
+        make().update_shares(shares)
+
+
+def test_bad_update_calls():
+    s = make()
+    s.update_shares(A, at=300)
+    with pytest.raises(ValueError, match="previous update"):
+        s.update_shares(B, at=200)
+    with pytest.raises(ValueError, match="accumulation_steps"):
+        s.update_shares(B, accumulation_steps=0)
+    with pytest.raises(TypeError):
+        s.update_shares(B, accumulation_steps=True)
+    it = iter(s)
+    for _ in range(50):
+        next(it)
+    with pytest.raises(ValueError, match="handed-out"):
+        s.update_shares(B, at=10)
+    with pytest.raises(ValueError, match="labels="):
+        DWS(weights=np.ones(10), num_replicas=1, rank=0).update_shares([1.0])
+
+
+@pytest.mark.parametrize(
+    "points,match",
+    [
+        ([], "non-empty"),
+        ([(5, "balanced")], "start at position 0"),
+        ([(0, "balanced"), (0, "instance")], "strictly increasing"),
+        ([(0, "nope")], "should be one of"),
+        ([(0, {0: float("nan")})], "finite"),
+        ([(0.5, "balanced")], "int"),
+    ],
+)
+def test_bad_schedules(points, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        W.StepSchedule(points)
+
+
+def test_schedule_must_name_every_class():
+    with pytest.raises(ValueError, match="no share for groups"):
+        make(class_weights=W.StepSchedule([(0, {0: 1, 1: 1})]))
+
+
+def test_without_replacement_stratified_counts_checked_on_update():
+    s = make(replacement=False, num_samples=20)
+    want = list(s)
+    s.set_epoch(0)
+    with pytest.raises(ValueError, match="more than its"):
+        s.update_shares({0: 0, 1: 0, 2: 0, 3: 1}, at=0)  # class 3 has 7 samples
+    assert list(s) == want and "updates" not in s.state_dict()
+
+
+def test_restore_cost_does_not_depend_on_steps_taken():
+    """A state far into the run holds the updates, not the draws: loading it computes the
+    epoch's segments from O(updates) numbers (no replay)."""
+    s = make(num_samples=1000)
+    s.update_shares(B, at=123)
+    state = s.state_dict()
+    state["epoch"] = 10**6  # a million epochs later
+    r = make(num_samples=1000)
+    r.update_shares(B, at=123)
+    r.load_state_dict(state)
+    stream = list(r)
+    assert len(stream) == 1000
+
+
+@pytest.mark.parametrize("ats", [[37], [5, 130, 391]])
+def test_without_replacement_no_repeat_across_updates(ats):
+    s = make(replacement=False, num_samples=300, class_weights="instance")
+    for i, at in enumerate(ats):
+        s.update_shares(
+            {0: 5, 1: 1, 2: 0.1, 3: 0.05} if i % 2 == 0 else {0: 8, 1: 1, 2: 0.1, 3: 0.1}, at=at
+        )
+    got = list(s)
+    assert len(got) == len(set(got)) == 300
