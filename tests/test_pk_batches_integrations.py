@@ -108,3 +108,42 @@ def test_sampler_trainer_trains_an_epoch_of_class_batches(tmp_path):
     t = SamplerTrainer(model=Tiny(), args=args, train_dataset=Rows(), train_sampler=sampler)
     out = t.train()
     assert out.global_step == len(sampler)
+
+
+@pytest.mark.timeout(120)
+def test_lightning_trains_on_the_samplers_batches_and_sets_its_epoch(tmp_path):
+    L = pytest.importorskip("lightning")
+    from distsampler.integrations import check_lightning_trainer
+
+    seen: list[tuple[int, list[int]]] = []
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, _):
+            seen.append((self.current_epoch, batch[0].tolist()))
+            return self.lin(batch[0].float()[:, None]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            return DataLoader(DATASET, batch_sampler=make())
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    check_lightning_trainer(trainer)
+    trainer.fit(Module())
+    for epoch in (0, 1):
+        assert [b for e, b in seen if e == epoch] == plain(epoch)
