@@ -93,6 +93,14 @@ def run(name: str, world: int, timeout: float = 90, **kwargs) -> list:
 # -- scenarios ---------------------------------------------------------------------------------
 
 
+@scenario
+def call(module: str, function: str, **kwargs):
+    """``module.function(**kwargs)``: a scenario kept beside its test (tests/ is on the path)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), function)(**kwargs)
+
+
 def _all_gather(obj):
     import torch.distributed as dist
 
