@@ -62,7 +62,9 @@ def test_batches_hold_p_distinct_classes_of_k_and_steps_are_distinct(cfg, data):
     C, dseed, W, K, seed = cfg
     labels = zipf_labels(C, dseed)
     P = data.draw(st.integers(1, C // 2))
-    per_rank = streams(labels, P, K, W, epoch=data.draw(st.integers(0, 3)), seed=seed)
+    nb = data.draw(st.none() | st.integers(1, 3 * C))  # several cycles: seams inside steps
+    epoch = data.draw(st.integers(0, 3))
+    per_rank = streams(labels, P, K, W, epoch=epoch, seed=seed, num_batches=nb)
     sizes = np.bincount(labels)
     for stream in per_rank:
         for b in stream:
