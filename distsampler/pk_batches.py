@@ -41,8 +41,10 @@ class DistributedClassBatchSampler(BatchPlanSampler):
     * classes cycle without replacement (no ``class_weights``): within an epoch every eligible
       class is chosen before any is chosen again, and any two classes' counts differ by at
       most one; with ``class_weights``, exact per-epoch counts by largest remainder;
-    * each class's members cycle without replacement across epochs (no member repeats before
-      the class has shown all of them).
+    * each class's members cycle without replacement across epochs: when ``K`` divides the
+      class size no member repeats before the class has shown all of them; otherwise a block
+      of ``K`` that straddles two member cycles takes the next cycle's first distinct members,
+      so up to ``K - 1`` members can show again before the rest of the class (the trap).
 
     Args:
         labels: per-sample class labels (sequence, array, tensor, ``.npy`` path memory-mapped)
