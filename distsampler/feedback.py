@@ -195,3 +195,59 @@ def agree(handed: int, at: int | None, shares: np.ndarray) -> int:
             "shares from reduced statistics, e.g. GroupStats.reduce())"
         )
     return max(row[0] for row in rows)
+
+
+def _next_run(sampler, share: np.ndarray, at: int | None, steps: int, step_units: int) -> int:
+    """Run position (``epoch * epoch_units + unit``) where an update from ``sampler`` lands:
+    the first global step boundary (``step_units`` plan units) no rank has handed out, or
+    ``at``; checked against the ranks (:func:`agree`) and against the last update."""
+    from ._core.checks import check_int
+
+    steps = check_int("accumulation_steps", steps, 1)
+    if at is not None:
+        at = check_int("at", at, 0)
+    handed = agree(_handed(sampler), at, share)
+    n = sampler._total()
+    here = sampler.epoch * n + min(handed, n)
+    if at is None:
+        step = step_units * steps
+        run = sampler.epoch * n + min(-(-handed // step) * step, n)
+    elif at < here:
+        raise ValueError(
+            f"at should not lie before the handed-out run position {here}, but got at={at}"
+        )
+    else:
+        run = at
+    if sampler._updates and run < sampler._updates[-1][0]:
+        raise ValueError(
+            f"update_shares at run position {run} lies before the previous update "
+            f"({sampler._updates[-1][0]}); updates only move forward"
+        )
+    return run
+
+
+def _handed(sampler) -> int:
+    """Global plan unit (this epoch) after the last item this rank handed out."""
+    if sampler._completed:
+        return sampler._total()
+    y = sampler._yielded
+    if y == 0:
+        return sampler._resume
+    return int(sampler._local_units(y - 1, y)[0]) + 1
+
+
+def _redraw_inflight(sampler, compute) -> None:
+    """Recompute the items computed ahead but not handed out (they may cross an update);
+    ``sampler._inflight = (local index of the chunk's first item, units, array)``."""
+    inflight = getattr(sampler, "_inflight", None)
+    if inflight is None or sampler._chunk is None or sampler._items is None:
+        return
+    lo, units, arr = inflight
+    y = sampler._yielded
+    if not lo <= y < lo + len(arr):
+        return
+    arr[y - lo :] = compute(units[y - lo :])
+    items, first = sampler._items, sampler._done  # local index of items[0]
+    stop = first + len(items)
+    if y < stop:
+        items[y - first :] = arr[y - lo : stop - lo].tolist()

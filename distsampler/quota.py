@@ -9,7 +9,7 @@ import numpy as np
 from ._batch import BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int
 from ._core.plan import PLAN_VERSION
-from ._core.quota_plan import QuotaPlan
+from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
 from ._core.state import Config, config_value
 from ._types import LabelsLike
@@ -132,6 +132,8 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             self.shuffle_within_batch,
             self._float_named,
         )
+        self._updates: list = []  # (run position, per-batch counts) of update_shares
+        self._timeline = QuotaTimeline(self._plan, self.seed)
 
     @classmethod
     def with_epoch_fractions(
@@ -272,7 +274,113 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
 
     def _draw(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
         """Global micro-batches as a ``(n, batch_size)`` array of dataset indices."""
-        return self._plan.draw(self.seed, epoch, micro_batches)
+        return self._timeline.draw(self.seed, epoch, micro_batches)
+
+    def _draw_current(self, micro_batches: np.ndarray) -> np.ndarray:
+        arr = self._draw(self.epoch, micro_batches)
+        self._inflight = (self._done, micro_batches, arr)  # rewritten if quotas change under it
+        return arr
+
+    # -- quotas that change during the run -------------------------------------------------------
+    def update_shares(self, shares, *, accumulation_steps: int = 1, at: int | None = None) -> int:
+        """New quotas from the next global step boundary on, on every rank at once.
+
+        A global step is ``num_replicas * accumulation_steps`` micro-batches (one batch a rank,
+        times the micro-batches of one optimizer step), so no optimizer step mixes old and new
+        quotas. The update lands at the first boundary no rank has handed out yet (with a
+        process group the ranks exchange their handed-out positions and check that the shares
+        agree, with one ``all_gather``; a ``ValueError`` on every rank names the ranks that
+        differ; without a process group nothing is checked: pass ``at=``). Batches already
+        handed out stay; batches computed ahead are redrawn. The epoch's length
+        (``epoch_batches``) does not change; the quotas hold into later epochs until the next
+        update. Recorded in :meth:`state_dict` as ``(micro-batch run position, per-batch
+        counts)``: ``groups`` floats an update.
+
+        Args:
+            shares: a mapping naming every group: an int is a count per batch, a float in
+                ``(0, 1)`` a share (as ``quotas=``, but every group must be named); or an
+                array of shares in group order (``sampler.index.names``), normalised and
+                spread as float shares.
+            accumulation_steps: micro-batches per optimizer step.
+            at: an explicit run position ``epoch * epoch_batches + m`` instead of the next
+                boundary (not before what a rank handed out or a previous update).
+
+        Returns:
+            The run position (global micro-batches) from which the new quotas hold.
+        """
+        from .feedback import _next_run, _redraw_inflight
+
+        per, named = self._update_quotas(shares)
+        run = _next_run(self, per, at, accumulation_steps, self.num_replicas)
+        self._updates.append((run, per))
+        self._timeline.add(run, per, named)
+        _redraw_inflight(self, self._draw_current_plain)
+        return run
+
+    def _draw_current_plain(self, micro_batches: np.ndarray) -> np.ndarray:
+        return self._draw(self.epoch, micro_batches)
+
+    def _update_quotas(self, shares) -> tuple[np.ndarray, np.ndarray]:
+        names, bs = self.index.names, self.batch_size
+        if isinstance(shares, Mapping):
+            missing = [n for n in names if n not in shares]
+            if missing:
+                raise ValueError(
+                    f"shares has no entry for groups {missing[:10]!r}; name every group "
+                    "(0 excludes it)"
+                )
+            for k, v in shares.items():
+                if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                    raise ValueError(f"shares[{k!r}] should be finite, but got {v!r}")
+            saved = self._float_named
+            try:
+                per = self._parse_quotas(shares)
+                named = self._float_named
+            finally:
+                self._float_named = saved
+        else:
+            arr = np.asarray(shares, dtype=np.float64)
+            if arr.shape != (len(names),):
+                raise ValueError(
+                    f"shares should have one entry per group ({len(names)}), but got shape "
+                    f"{arr.shape}"
+                )
+            if not np.isfinite(arr).all() or (arr < 0).any():
+                raise ValueError(f"shares should be finite and >= 0, but got shares={arr!r}")
+            if arr.sum() <= 0:
+                raise ValueError("shares should have a positive entry, but all are zero")
+            per = arr / arr.sum() * bs
+            named = per > 0
+        if self.index.multilabel:
+            over = np.flatnonzero(np.ceil(per - 1e-9) > self.index.sizes)
+            if over.size:
+                raise ValueError(f"shares ask for more samples of {names[over[0]]!r} per batch")
+        return per, named
+
+    def _state(self, consumed: int, skip: int) -> dict:
+        state = super()._state(consumed, skip)
+        if self._updates:
+            state["updates"] = [[run, [float(x) for x in per]] for run, per in self._updates]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        updates = state.get("updates", [])
+        parsed = []
+        for i, item in enumerate(updates):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ValueError(f"state['updates'][{i}] should be [position, quotas]")
+            run = check_int(f"state['updates'][{i}] position", item[0], 0)
+            per = np.asarray(item[1], dtype=np.float64)
+            if per.shape != (len(self.index.names),):
+                raise ValueError(f"state['updates'][{i}] has {per.size} quotas, not one a group")
+            parsed.append((run, per))
+        self._updates = []
+        self._timeline = QuotaTimeline(self._plan, self.seed)
+        for run, per in parsed:
+            self._updates.append((run, per))
+            named = np.abs(per - np.round(per)) >= 1e-9
+            self._timeline.add(run, per, named)
 
     # -- the sampler protocol --------------------------------------------------------------------
     def _config(self) -> Config:

@@ -292,15 +292,6 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return arr
 
     # -- shares that change during the run -------------------------------------------------
-    def _handed(self) -> int:
-        """Global position (this epoch) after the last index this rank handed out."""
-        if self._completed:
-            return self._total()
-        y = self._yielded
-        if y == 0:
-            return self._resume
-        return int(self._local_units(y - 1, y)[0]) + 1
-
     def update_shares(
         self, shares: Any, *, accumulation_steps: int = 1, at: int | None = None
     ) -> int:
@@ -344,7 +335,6 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 "update_shares needs labels= with replacement=True or stratify=True; "
                 "weights= and unstratified sampling without replacement have no class shares"
             )
-        steps = check_int("accumulation_steps", accumulation_steps, 1)
         names = index.names
         if isinstance(shares, dict) or hasattr(shares, "keys"):
             share = W._named_shares("shares", shares, names)
@@ -362,27 +352,10 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             if arr.sum() <= 0:
                 raise ValueError("shares should have a positive entry, but all are zero")
             share = arr / arr.sum()
-        if at is not None:
-            at = check_int("at", at, 0)
-        from .feedback import agree
+        from .feedback import _next_run
 
-        handed = agree(self._handed(), at, share)
-        n = self.num_samples
-        here = self.epoch * n + min(handed, n)
-        if at is None:
-            step = self.num_replicas * self.block_size * steps
-            run = self.epoch * n + min(-(-handed // step) * step, n)
-        else:
-            if at < here:
-                raise ValueError(
-                    f"at should not lie before the handed-out run position {here}, but got at={at}"
-                )
-            run = at
-        if self._updates and run < self._updates[-1][0]:
-            raise ValueError(
-                f"update_shares at run position {run} lies before the previous update "
-                f"({self._updates[-1][0]}); updates only move forward"
-            )
+        step = self.num_replicas * self.block_size
+        run = _next_run(self, share, at, accumulation_steps, step)
         self._apply_update(run, share)
         return run
 
@@ -398,22 +371,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 self._timeline.points.pop()
                 self._plan.reset()
                 raise
-        self._redraw_inflight()
+        from .feedback import _redraw_inflight
 
-    def _redraw_inflight(self) -> None:
-        """Redraw the indices computed ahead but not handed out (they may cross the update)."""
-        inflight = getattr(self, "_inflight", None)
-        if inflight is None or self._chunk is None or self._items is None:
-            return
-        lo, units, arr = inflight
-        y = self._yielded
-        if not lo <= y < lo + len(arr):
-            return
-        arr[y - lo :] = self.indices(units[y - lo :])
-        items, first = self._items, self._done  # local index of items[0]
-        stop = first + len(items)
-        if y < stop:
-            items[y - first :] = arr[y - lo : stop - lo].tolist()
+        _redraw_inflight(self, self.indices)
 
     def _state(self, consumed: int, skip: int) -> dict:
         state = super()._state(consumed, skip)

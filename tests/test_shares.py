@@ -312,3 +312,121 @@ def test_without_replacement_no_repeat_across_updates(ats):
         )
     got = list(s)
     assert len(got) == len(set(got)) == 300
+
+
+# -- the quota sampler -----------------------------------------------------------------------------
+from distsampler import DistributedQuotaBatchSampler as DQ  # noqa: E402
+
+QL = np.array(["a"] * 40 + ["b"] * 300 + ["c"] * 11)
+QA = {"a": 2, "b": 5, "c": 1}
+QB = {"a": 0.25, "b": 0.5, "c": 0.25}
+
+
+def quota(world=1, rank=0, **kw):
+    kw.setdefault("num_batches", 24 // world)
+    return DQ(QL, 8, QA, num_replicas=world, rank=rank, seed=2, **kw)
+
+
+def quota_stream(world, epochs, updates=(), **kw):
+    samplers = [quota(world, r, **kw) for r in range(world)]
+    for s in samplers:
+        for at, q in updates:
+            s.update_shares(q, at=at)
+    out = []
+    for e in range(epochs):
+        streams = []
+        for s in samplers:
+            s.set_epoch(e)
+            streams.append([list(b) for b in s])
+        out.extend(interleave(streams))
+    return out
+
+
+def test_quota_no_update_is_todays_plan():
+    a, b = quota(), quota()
+    b.update_shares(QB, at=10**6)
+    assert [list(x) for x in a] == [list(x) for x in b]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_quota_same_updates_same_stream_under_any_world_size(world):
+    updates = [(5, QB), (24 + 7, {"a": 1, "b": 6, "c": 1}), (60, [1.0, 1.0, 2.0])]
+    assert quota_stream(world, 3, updates) == quota_stream(1, 3, updates)
+
+
+def test_quota_counts_exact_per_batch_and_cycles_intact_across_updates():
+    updates = [(5, {"a": 4, "b": 3, "c": 1}), (24 + 7, QB), (24 + 13, QA)]
+    stream = quota_stream(1, 4, updates, shuffle_within_batch=False)  # slots in stream order
+    labels = QL
+    for i, batch in enumerate(stream):
+        run = i
+        q = QA
+        for at, u in updates:
+            if run >= at:
+                q = u
+        got = {g: int((labels[batch] == g).sum()) for g in "abc"}
+        for g, v in q.items():
+            if isinstance(v, int):
+                assert got[g] == v, (i, got, q)
+            else:
+                assert abs(got[g] - v * 8) < 1, (i, got, q)  # a float share: within one
+    flat = [i for b in stream for i in b]
+    codes = np.searchsorted(["a", "b", "c"], labels)
+    cycles_intact(flat, codes)
+
+
+def test_quota_float_shares_spread_exactly_within_a_segment():
+    s = quota()
+    s.update_shares(QB, at=4)  # segment [4, 24): 20 batches, a and c 2 a batch (exact)
+    s.update_shares([1.0, 1.0, 1.0], at=14)  # 8/3 a batch: floats spread over the segment
+    batches = [list(b) for b in s]
+    counts = np.array([[int((QL[b] == g).sum()) for g in "abc"] for b in batches])
+    assert (counts[4:14] == [2, 4, 2]).all()
+    assert np.abs(counts[14:] - 8 / 3).max() < 1 + 1e-9
+
+
+def test_quota_mid_iteration_update_and_resume_under_another_world():
+    s = quota(world=2, rank=0, num_batches=None)
+    t = quota(world=2, rank=1, num_batches=None)
+    its = [iter(s), iter(t)]
+    head = [[list(next(it)) for _ in range(3)] for it in its]  # 6 global batches handed out
+    runs = {x.update_shares(QB) for x in (s, t)}
+    assert runs == {6}
+    state = s.state_dict()
+    rest = [[list(b) for b in it] for it in its]
+    got = interleave([head[r] + rest[r] for r in range(2)])
+    ref = quota(num_batches=None)
+    ref.update_shares(QB, at=6)
+    want = [list(b) for b in ref]
+    assert got == want
+    resumed = []
+    for r in range(3):
+        x = quota(world=3, rank=r, num_batches=None)
+        x.load_state_dict(state)
+        resumed.append([list(b) for b in x])
+    assert interleave(resumed)[: len(want) - 6] == want[6:]
+
+
+def test_quota_accumulation_boundary():
+    s = quota(world=2, rank=1)
+    it = iter(s)
+    next(it)  # rank 1 handed out global batch 1
+    assert s.update_shares(QB, accumulation_steps=4) == 8
+
+
+@pytest.mark.parametrize(
+    "shares,match",
+    [
+        ({"a": 2, "b": 5}, "no entry for groups"),
+        ({"a": 2, "b": 5, "c": 1, "z": 1}, "z"),
+        ({"a": 2, "b": 9, "c": 1}, "more than batch_size"),
+        ({"a": float("nan"), "b": 0.5, "c": 0.25}, "finite"),
+        ({"a": -1, "b": 5, "c": 1}, ">= 0"),
+        ([0.0, 0.0, 0.0], "positive"),
+        ([1.0, np.nan, 1.0], "finite"),
+        ([1.0, 1.0], "one entry per group"),
+    ],
+)
+def test_quota_bad_updates(shares, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        quota().update_shares(shares)

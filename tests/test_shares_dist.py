@@ -36,6 +36,19 @@ def agreeing(stratify: bool) -> dict:
     return {"run": run, "stream": head + tail, "sum": red["sum"].tolist()}
 
 
+def quota_agreeing() -> dict:
+    import torch.distributed as dist
+
+    from distsampler import DistributedQuotaBatchSampler
+
+    rank = dist.get_rank()
+    s = DistributedQuotaBatchSampler(LABELS, 8, {0: 4, 1: 3, 2: 1}, seed=3)
+    it = iter(s)
+    head = [list(next(it)) for _ in range(1 + 2 * rank)]
+    run = s.update_shares({0: 0.5, 1: 0.25, 2: 0.25}, accumulation_steps=2)
+    return {"run": run, "stream": head + [list(b) for b in it]}
+
+
 def disagreeing() -> str:
     import torch.distributed as dist
 
@@ -71,3 +84,17 @@ def test_ranks_passing_different_shares_all_raise():
     res = _dist.run("call", 3, module="test_shares_dist", function="disagreeing")
     for msg in res:
         assert "ranks [1]" in msg, msg
+
+
+def test_quota_ranks_agree_on_the_optimizer_step_boundary():
+    from distsampler import DistributedQuotaBatchSampler
+
+    res = _dist.run("call", 2, module="test_shares_dist", function="quota_agreeing")
+    # rank 1 handed out its 3rd batch (global micro-batch 5): steps of 2 x 2 -> 8
+    assert {r["run"] for r in res} == {8}
+    got = interleave([r["stream"] for r in res])
+    one = DistributedQuotaBatchSampler(LABELS, 8, {0: 4, 1: 3, 2: 1}, seed=3, num_replicas=1)
+    one.update_shares({0: 0.5, 1: 0.25, 2: 0.25}, at=8)
+    want = [list(b) for b in one]
+    assert len(got) == len(want) + 1  # 75 batches, rounded up to 2 ranks
+    assert got[: len(want)] == want

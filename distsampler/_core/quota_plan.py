@@ -19,7 +19,7 @@ alone, and resuming is an integer.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
 from .sorting import sorted_unique
 from .strata import BeattyTree
 
-__all__ = ["QuotaPlan", "spread_prefix"]
+__all__ = ["QuotaPlan", "QuotaTimeline", "spread_prefix"]
 
 
 def _bresenham(per_epoch: np.ndarray, num_batches: int, k: np.ndarray, phase: np.ndarray):
@@ -139,37 +139,51 @@ class QuotaPlan:
     def draw(self, seed: int, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
         """The sorted global ``micro_batches`` of ``epoch`` as an ``(n, batch_size)`` array."""
         mb = np.asarray(micro_batches, dtype=np.int64)
-        big, bs = self.epoch_batches, self.batch_size
+        big = self.epoch_batches
         per_epoch = self.per_epoch_counts()
-        num = len(per_epoch)
-        out = np.empty((len(mb), bs), dtype=np.int64)
+        out = np.empty((len(mb), self.batch_size), dtype=np.int64)
         blocks = mb // big
         for b in sorted_unique(blocks):
             sel = blocks == b
-            m = mb[sel] - b * big
             key = make_key(seed, epoch, QUOTA, int(b))
-            named = self.named if self.named is not None else np.zeros(num, dtype=bool)
-            prefix = spread_prefix(per_epoch, big, self.fixed, named, np.append(m, m + 1), key)
-            before, after = prefix[: len(m)], prefix[len(m) :]  # (nb, C) each
-            counts = after - before
-            # Slot s of batch i takes group c where s falls in c's range of the batch.
-            start = np.cumsum(counts, axis=1) - counts  # (nb, C)
-            flat = (np.arange(len(m))[:, None] * bs + start).ravel()
-            slots = np.arange(len(m) * bs)
-            f = np.searchsorted(flat, slots, side="right") - 1
-            row, g = f // num, f % num
-            stream = (epoch + int(b)) * per_epoch[g] + before[row, g] + (slots - flat[f])
-            items = self._members(seed, g, stream).reshape(len(m), bs)
-            if self.index.multilabel:
-                ends = ((epoch + int(b)) * per_epoch + after).reshape(len(m), num)
-                member = functools.partial(self._members, seed)
-                groups = g.reshape(len(m), bs)
-                _distinct_rows(items, groups, ends, member, self.index.sizes)
-            if self.shuffle_within_batch:
-                order = permute(np.arange(bs)[None, :], bs, derive(key, 1, m[:, None]))
-                items = np.take_along_axis(items, order, axis=1)
-            out[sel] = items
+            out[sel] = self.block(seed, mb[sel] - b * big, key, (epoch + int(b)) * per_epoch)
         return out
+
+    def prefix(self, key: int, k: int) -> np.ndarray:
+        """Draws of each group in the first ``k`` batches of a block of key ``key``."""
+        num = len(self.per_batch)
+        named = self.named if self.named is not None else np.zeros(num, dtype=bool)
+        return spread_prefix(
+            self.per_epoch_counts(), self.epoch_batches, self.fixed, named, np.array([k]), key
+        )[0]
+
+    def block(self, seed: int, m: np.ndarray, key: int, base: np.ndarray) -> np.ndarray:
+        """Batches ``m`` (sorted, in ``[0, epoch_batches)`` and past it) of a block of key
+        ``key`` whose member streams start at ``base`` (per group): ``(len(m), batch_size)``."""
+        big, bs = self.epoch_batches, self.batch_size
+        per_epoch = self.per_epoch_counts()
+        num = len(per_epoch)
+        named = self.named if self.named is not None else np.zeros(num, dtype=bool)
+        prefix = spread_prefix(per_epoch, big, self.fixed, named, np.append(m, m + 1), key)
+        before, after = prefix[: len(m)], prefix[len(m) :]  # (nb, C) each
+        counts = after - before
+        # Slot s of batch i takes group c where s falls in c's range of the batch.
+        start = np.cumsum(counts, axis=1) - counts  # (nb, C)
+        flat = (np.arange(len(m))[:, None] * bs + start).ravel()
+        slots = np.arange(len(m) * bs)
+        f = np.searchsorted(flat, slots, side="right") - 1
+        row, g = f // num, f % num
+        stream = base[g] + before[row, g] + (slots - flat[f])
+        items = self._members(seed, g, stream).reshape(len(m), bs)
+        if self.index.multilabel:
+            ends = (base + after).reshape(len(m), num)
+            member = functools.partial(self._members, seed)
+            groups = g.reshape(len(m), bs)
+            _distinct_rows(items, groups, ends, member, self.index.sizes)
+        if self.shuffle_within_batch:
+            order = permute(np.arange(bs)[None, :], bs, derive(key, 1, m[:, None]))
+            items = np.take_along_axis(items, order, axis=1)
+        return items
 
     def _members(self, seed: int, g: np.ndarray, stream: np.ndarray) -> np.ndarray:
         """Member at position ``stream`` of group ``g``'s member stream (int64 arrays)."""
@@ -220,3 +234,114 @@ def _next_new(g: int, largest: int, nxt: np.ndarray, seen: set, members, sizes) 
     raise ValueError(
         "a batch cannot hold batch_size distinct samples: too few samples belong to a group"
     )
+
+
+@dataclass
+class QuotaTimeline:
+    """Quota plans that change at run positions ``epoch * epoch_batches + m`` (micro-batches).
+
+    ``points`` are ``(run_position, per_batch, named)`` updates in the order given (at one
+    position the last wins). Block 0 of an epoch is cut into segments at the points; a segment
+    starting at batch ``s`` is planned to the epoch's end (``epoch_batches - s`` batches, key
+    ``(seed, epoch, QUOTA, 0, s)``; the first segment is the plain epoch), so integer quotas are
+    exact in every batch and float shares are spread within the segment. A later point cuts it
+    short; the draws it made before the cut are a prefix of every group's member stream
+    (batches hold each group's draws in stream order), and the next segment continues there:
+    no member of a cycled group is lost or repeated across an update. Continuation blocks past
+    the epoch's end use the last segment's quotas. With no points this is exactly ``plan``.
+    """
+
+    plan: QuotaPlan
+    seed: int
+    points: list = field(default_factory=list)
+    _segs: dict = field(default_factory=dict, repr=False)
+    _bases: dict = field(default_factory=dict, repr=False)
+
+    def add(self, run: int, per_batch: np.ndarray, named: np.ndarray) -> None:
+        self.points.append((int(run), np.asarray(per_batch, float), np.asarray(named, bool)))
+        self._segs.clear()
+        self._bases.clear()
+
+    def _sorted(self) -> list:
+        merged = {}
+        for run, per, named in self.points:
+            merged[run] = (per, named)
+        return sorted(merged.items())
+
+    def _with(self, point, length: int) -> QuotaPlan:
+        if point is None:
+            return replace(self.plan, epoch_batches=length)
+        per, named = point
+        return replace(self.plan, per_batch=per, named=named, epoch_batches=length)
+
+    def segments(self, epoch: int) -> tuple[list, np.ndarray, QuotaPlan]:
+        """``([(start, plan, key, served before)], epoch total, continuation plan)``."""
+        if epoch in self._segs:
+            return self._segs[epoch]
+        big = self.plan.epoch_batches
+        lo, hi = epoch * big, (epoch + 1) * big
+        pts = self._sorted()
+        first = None
+        for at, p in pts:
+            if at <= lo:
+                first = p
+        starts = [(0, first)] + [(at - lo, p) for at, p in pts if lo < at < hi]
+        served = np.zeros(len(self.plan.per_batch), dtype=np.int64)
+        segs = []
+        last = first
+        for j, (s, p) in enumerate(starts):
+            last = p
+            plan = self._with(p, big - s)
+            key = (
+                make_key(self.seed, epoch, QUOTA, 0, s)
+                if s
+                else make_key(self.seed, epoch, QUOTA, 0)
+            )
+            segs.append((s, plan, key, served.copy()))
+            end = starts[j + 1][0] if j + 1 < len(starts) else big
+            served += plan.prefix(key, end - s) if end < big else plan.per_epoch_counts()
+        self._segs[epoch] = (segs, served, self._with(last, big))
+        return self._segs[epoch]
+
+    def _base(self, epoch: int) -> np.ndarray:
+        """Draws of each group in every epoch before ``epoch`` (O(points) epochs computed)."""
+        if epoch in self._bases:
+            return self._bases[epoch]
+        big = self.plan.epoch_batches
+        total = np.zeros(len(self.plan.per_batch), dtype=np.int64)
+        e = 0
+        for c in sorted({at // big for at, *_ in self.points}):
+            if c >= epoch:
+                break
+            if c > e:
+                total += (c - e) * self.segments(e)[1]
+            total += self.segments(c)[1]
+            e = c + 1
+        if epoch > e:
+            total += (epoch - e) * self.segments(e)[1]
+        self._bases[epoch] = total
+        return total
+
+    def draw(self, seed: int, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        if not self.points:
+            return self.plan.draw(seed, epoch, micro_batches)
+        assert seed == self.seed, "timeline of another seed"
+        mb = np.asarray(micro_batches, dtype=np.int64)
+        big = self.plan.epoch_batches
+        segs, total, cont = self.segments(epoch)
+        base = self._base(epoch)
+        out = np.empty((len(mb), self.plan.batch_size), dtype=np.int64)
+        edges = np.array([s for s, *_ in segs[1:]] + [big], dtype=np.int64)
+        seg = np.searchsorted(edges, mb, side="right")
+        for j in sorted_unique(seg):
+            j = int(j)
+            sel = seg == j
+            if j < len(segs):
+                s, plan, key, served = segs[j]
+                out[sel] = plan.block(seed, mb[sel] - s, key, base + served)
+            else:
+                b = j - len(segs) + 1
+                key = make_key(seed, epoch, QUOTA, b)
+                start = base + total + (b - 1) * cont.per_epoch_counts()
+                out[sel] = cont.block(seed, mb[sel] - b * big, key, start)
+        return out
