@@ -237,17 +237,17 @@ def _handed(sampler) -> int:
 
 
 def _redraw_inflight(sampler, compute) -> None:
-    """Recompute the items computed ahead but not handed out (they may cross an update);
-    ``sampler._inflight = (local index of the chunk's first item, units, array)``."""
+    """After an update: redraw the items of the slice being served that were computed ahead
+    but not handed out, and mark the rest of the chunk stale (its slices are recomputed when
+    reached). ``sampler._inflight = (local index of the chunk's first item, its units, ...)``."""
     inflight = getattr(sampler, "_inflight", None)
     if inflight is None or sampler._chunk is None or sampler._items is None:
         return
-    lo, units, arr = inflight
-    y = sampler._yielded
-    if not lo <= y < lo + len(arr):
-        return
-    arr[y - lo :] = compute(units[y - lo :])
+    sampler._stale = True
+    lo, units = inflight[0], inflight[1]
     items, first = sampler._items, sampler._done  # local index of items[0]
-    stop = first + len(items)
-    if y < stop:
-        items[y - first :] = arr[y - lo : stop - lo].tolist()
+    y, stop = sampler._yielded, first + len(items)
+    if first < lo or y >= stop or stop - lo > len(units):
+        return
+    new = compute(units[y - lo : stop - lo])
+    items[y - first :] = new if isinstance(new, list) else new.tolist()

@@ -101,6 +101,7 @@ class EpochState:
     _done: int = 0  # local units of the finished chunks of the iteration in flight
     _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
     _items: list | None = None  # the list behind _chunk's iterator (rewritten by share updates)
+    _stale: bool = False  # the chunk being served was computed before a share update
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
@@ -190,8 +191,11 @@ class EpochState:
         while lo < n:
             hi = min(n, lo + size)
             arr = compute(self._local_units(lo, hi))
+            self._stale = False
             for at in range(0, len(arr), rows):
                 part = arr[at : at + rows]  # an array, or a list of ragged rows (lists)
+                if self._stale:  # the plan changed after this chunk was computed (shares)
+                    part = compute(self._local_units(lo + at, min(hi, lo + at + rows)))
                 items = part if isinstance(part, list) else part.tolist()
                 it = iter(items)
                 self._chunk, self._items = (len(items), it), items  # _items: for share updates

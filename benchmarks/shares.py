@@ -1,0 +1,128 @@
+"""Shares that change during the run: the cost of an update and the pull rate around updates.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.shares                         # 1e6 samples, 1,000 groups
+    python -m benchmarks.shares --size 1e5 --groups 100 --every 100 --json out.json
+
+* ``update_ms``: ``sampler.update_shares(shares)`` for ``--groups`` groups, one process (no
+  process group, so no collective: add one all_gather of 3 ints per update under DDP), median
+  of 30 updates made between epochs, in milliseconds: validation, bookkeeping, the agreement.
+  ``update_midepoch_ms``: the same in the middle of an epoch, where the update also redraws
+  the items already computed ahead in the slice being served (up to 8192 indices or 32
+  batches): the new segment's first draw (its stratified tree is built there, O(C log C)).
+* ``pull``: indices (or batches) a second handed out over one epoch of ``--size`` draws, with
+  no update vs an update every ``--every`` global batches of 256 (shares drawn at random);
+  ``ratio`` = with updates / without (1.0: updates cost nothing between them).
+
+Samplers: ``DistributedWeightedSampler(labels=...)`` stratified and i.i.d.
+(``stratify=False``), ``block_size=256``; ``DistributedQuotaBatchSampler`` with float shares,
+``batch_size=256``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+if not __package__:  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from distsampler import DistributedQuotaBatchSampler, DistributedWeightedSampler, GroupIndex
+
+BATCH = 256
+
+
+def _labels(size: int, groups: int) -> GroupIndex:
+    sizes = np.maximum(1, (size / np.arange(1, groups + 1) ** 0.8)).astype(np.int64)
+    sizes = np.maximum(1, sizes * size // sizes.sum())
+    sizes[0] += size - sizes.sum()
+    return GroupIndex.from_sizes({g: int(n) for g, n in enumerate(sizes)})
+
+
+def _make(kind: str, index: GroupIndex):
+    if kind == "quota":
+        shares = {n: 1.0 / len(index.names) for n in index.names[:-1]}
+        return DistributedQuotaBatchSampler(
+            index, BATCH, shares, num_batches=index.num_samples // BATCH, num_replicas=1, rank=0
+        )
+    return DistributedWeightedSampler(
+        labels=index, stratify=kind == "stratified", num_replicas=1, rank=0, block_size=BATCH
+    )
+
+
+def _shares(rng, groups: int) -> np.ndarray:
+    return rng.dirichlet(np.ones(groups))
+
+
+def update_cost(kind: str, index: GroupIndex) -> dict:
+    rng = np.random.default_rng(1)
+    s = _make(kind, index)
+    idle, inflight = [], []
+    for i in range(30):  # between epochs: the update's own work (no draws in flight)
+        t0 = time.perf_counter()
+        s.update_shares(_shares(rng, len(index.names)), at=i)
+        idle.append(time.perf_counter() - t0)
+    s = _make(kind, index)
+    it = iter(s)
+    next(it)
+    for _ in range(30):  # mid-epoch: also redraws the computed-ahead part of the slice
+        share = _shares(rng, len(index.names))
+        t0 = time.perf_counter()
+        s.update_shares(share)
+        inflight.append(time.perf_counter() - t0)
+        for _ in range(1 if kind == "quota" else BATCH):
+            next(it)
+    return {
+        "update_ms": 1e3 * float(np.median(idle)),
+        "update_midepoch_ms": 1e3 * float(np.median(inflight)),
+    }
+
+
+def pull(kind: str, index: GroupIndex, every: int | None) -> float:
+    rng = np.random.default_rng(2)
+    s = _make(kind, index)
+    per_batch = 1 if kind == "quota" else BATCH
+    n = 0
+    t0 = time.perf_counter()
+    for i, _ in enumerate(s):
+        n += 1
+        if every and i % (every * per_batch) == every * per_batch - 1:
+            s.update_shares(_shares(rng, len(index.names)))
+    dt = time.perf_counter() - t0
+    return n * (BATCH if kind == "quota" else 1) / dt
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=float, default=1e6)
+    ap.add_argument("--groups", type=float, default=1000)
+    ap.add_argument("--every", type=int, default=1000, help="global batches between updates")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    index = _labels(int(args.size), int(args.groups))
+    out: dict = {"size": int(args.size), "groups": int(args.groups), "every": args.every}
+    for kind in ("stratified", "iid", "quota"):
+        row = update_cost(kind, index)
+        base = pull(kind, index, None)
+        upd = pull(kind, index, args.every)
+        row.update(pull_per_s=base, pull_with_updates_per_s=upd, ratio=upd / base)
+        out[kind] = row
+        print(
+            f"{kind:>10}: update {row['update_ms']:.3f} ms, mid-epoch "
+            f"{row['update_midepoch_ms']:.2f} ms; pull {base:,.0f}/s, with an update every "
+            f"{args.every} batches {upd:,.0f}/s (ratio {row['ratio']:.2f})"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
