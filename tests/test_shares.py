@@ -430,3 +430,29 @@ def test_quota_accumulation_boundary():
 def test_quota_bad_updates(shares, match):
     with pytest.raises((ValueError, TypeError), match=match):
         quota().update_shares(shares)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_update_deep_in_a_large_chunk_redraws_later_slices(stratify):
+    """An update while a chunk of several slices is being served: the rest of the slice is
+    redrawn at once, the later slices when reached."""
+    kw = dict(labels=LABELS, num_samples=60000, stratify=stratify, block_size=1)
+    s = DWS(num_replicas=1, rank=0, seed=7, **kw)
+    it = iter(s)
+    got = [next(it) for _ in range(20000)]  # inside the chunk [15360, 31744): 2 slices
+    run = s.update_shares(B)
+    got += list(it)
+    ref = DWS(num_replicas=1, rank=0, seed=7, **kw)
+    ref.update_shares(B, at=run)
+    assert run == 20000 and got == list(ref)
+
+
+def test_quota_update_deep_in_a_chunk():
+    s = DQ(QL, 4, {"a": 1, "b": 2, "c": 1}, num_batches=9000, num_replicas=1, rank=0)
+    it = iter(s)
+    got = [list(next(it)) for _ in range(5000)]
+    run = s.update_shares(QB)
+    got += [list(b) for b in it]
+    ref = DQ(QL, 4, {"a": 1, "b": 2, "c": 1}, num_batches=9000, num_replicas=1, rank=0)
+    ref.update_shares(QB, at=run)
+    assert run == 5000 and got == [list(b) for b in ref]
