@@ -456,3 +456,11 @@ def test_quota_update_deep_in_a_chunk():
     ref = DQ(QL, 4, {"a": 1, "b": 2, "c": 1}, num_batches=9000, num_replicas=1, rank=0)
     ref.update_shares(QB, at=run)
     assert run == 5000 and got == [list(b) for b in ref]
+
+
+def test_benchmark_runs_small(tmp_path):
+    from benchmarks import shares as bench
+
+    out = bench.main(["--size", "2e4", "--groups", "20", "--every", "10"])
+    for kind in ("stratified", "iid", "quota"):
+        assert out[kind]["update_ms"] > 0 and out[kind]["ratio"] > 0
