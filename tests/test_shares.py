@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import interleave
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distsampler import DistributedWeightedSampler as DWS
 from distsampler import weights as W
@@ -464,3 +466,39 @@ def test_benchmark_runs_small(tmp_path):
     out = bench.main(["--size", "2e4", "--groups", "20", "--every", "10"])
     for kind in ("stratified", "iid", "quota"):
         assert out[kind]["update_ms"] > 0 and out[kind]["ratio"] > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ats=st.lists(st.integers(0, 3 * N - 1), min_size=1, max_size=3, unique=True),
+    kill=st.integers(1, 2 * N // 8 - 1),
+    world_a=st.sampled_from([1, 2, 3]),
+    world_b=st.sampled_from([1, 2, 4]),
+    stratify=st.booleans(),
+)
+def test_kill_and_resume_at_random_points(ats, kill, world_a, world_b, stratify):
+    """Updates at random run positions, a state saved at a random global step (block 4) of
+    epoch 1 under one world size, resumed under another: the rest equals the uninterrupted
+    run's."""
+    ats = sorted(ats)
+    updates = [(at, B if i % 2 == 0 else A) for i, at in enumerate(ats)]
+    want = run_stream(1, 2, updates, block=4, stratify=stratify)[N:]
+    samplers = [make(world_a, r, block_size=4, stratify=stratify) for r in range(world_a)]
+    for s in samplers:
+        for at, sh in updates:
+            s.update_shares(sh, at=at)
+        s.set_epoch(1)
+    steps = min(kill, len(samplers[0]) // 4)
+    its = [iter(s) for s in samplers]
+    for it in its:
+        for _ in range(4 * steps):
+            next(it)
+    state = samplers[0].state_dict()
+    rest = []
+    for r in range(world_b):
+        s = make(world_b, r, block_size=4, stratify=stratify)
+        s.load_state_dict(state)
+        rest.append(list(s))
+    got = interleave(rest, 4)
+    done = state["consumed"]
+    assert got[: N - done] == want[done:N]
