@@ -93,8 +93,12 @@ def spread_prefix(
     members = np.flatnonzero(tree_groups)
     tree = _fill_tree(per_epoch[members].tobytes(), key)
     seats = (k * slots - taken)[:, 0]  # flexible seats of the tree's groups so far
-    for leaf, g in enumerate(members):
-        out[:, g] = tree.prefix(leaf, seats)
+    if len(members) <= 8:
+        for leaf, g in enumerate(members):
+            out[:, g] = tree.prefix(leaf, seats)
+    else:  # many groups: every (seat, leaf) pair in one vectorised descent (same integers)
+        leaves = np.arange(len(members), dtype=np.int64)[None, :]
+        out[:, members] = tree.prefix_many(leaves, seats[:, None])
     return out
 
 
