@@ -502,3 +502,25 @@ def test_kill_and_resume_at_random_points(ats, kill, world_a, world_b, stratify)
     got = interleave(rest, 4)
     done = state["consumed"]
     assert got[: N - done] == want[done:N]
+
+
+def test_quota_update_with_prefetching_loader_and_resume():
+    """num_workers=2 prefetch: batches are drawn in the main process ahead of the loop; the
+    update lands after what was handed out, and a state with the loop's count resumes."""
+    from torch.utils.data import DataLoader
+
+    ds = list(range(len(QL)))
+    s = quota()
+    loader = DataLoader(ds, batch_sampler=s, num_workers=2, prefetch_factor=2)
+    it = iter(loader)
+    seen = [next(it).tolist() for _ in range(2)]
+    run = s.update_shares(QB)
+    assert run >= 2
+    state = s.state_dict(consumed=2)
+    seen += [b.tolist() for b in it]
+    ref = quota()
+    ref.update_shares(QB, at=run)
+    assert seen == [list(b) for b in ref]
+    r = quota()
+    r.load_state_dict(state)
+    assert [list(b) for b in r] == seen[2:]
