@@ -333,7 +333,7 @@ class StepSchedule:
             resolved.append((pos, share))
         if not self.interpolate or len(resolved) == 1:
             return resolved
-        out = []
+        out: list[tuple[int, np.ndarray]] = []
         for (a, sa), (b, sb) in zip(resolved[:-1], resolved[1:], strict=True):
             for k in range(self.pieces):
                 at = a + (b - a) * k // self.pieces

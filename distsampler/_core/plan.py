@@ -381,6 +381,7 @@ class Stratified:
                     remaps.append((int(c), lo, free))
                 served[c] += nu
             self._remaps[(epoch, j)] = remaps
+        assert last is not None  # every epoch has a first segment
         cont = largest_remainder(n, last)
         self._segs[epoch] = (segs, served, cont)
         return self._segs[epoch]
