@@ -201,8 +201,16 @@ def _next_run(sampler, share: np.ndarray, at: int | None, steps: int, step_units
     """Run position (``epoch * epoch_units + unit``) where an update from ``sampler`` lands:
     the first global step boundary (``step_units`` plan units) no rank has handed out, or
     ``at``; checked against the ranks (:func:`agree`) and against the last update."""
+    import torch.utils.data
+
     from ._core.checks import check_int
 
+    if torch.utils.data.get_worker_info() is not None:
+        raise RuntimeError(
+            "update_shares was called inside a DataLoader worker process: the sampler there is "
+            "a copy the main process never sees; call it in the training loop (indices are "
+            "drawn in the main process, also with num_workers > 0)"
+        )
     steps = check_int("accumulation_steps", steps, 1)
     if at is not None:
         at = check_int("at", at, 0)

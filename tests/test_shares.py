@@ -524,3 +524,13 @@ def test_quota_update_with_prefetching_loader_and_resume():
     r = quota()
     r.load_state_dict(state)
     assert [list(b) for b in r] == seen[2:]
+
+
+def test_update_inside_a_loader_worker_is_refused(monkeypatch):
+    import torch.utils.data
+
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    with pytest.raises(RuntimeError, match="worker process"):
+        make().update_shares(B)
+    with pytest.raises(RuntimeError, match="worker process"):
+        quota().update_shares(QB)
