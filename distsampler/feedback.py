@@ -28,6 +28,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 
+#: Per-sample or per-group numbers: an array, a tensor or a sequence.
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
 __all__ = ["GroupStats", "exp3_shares", "inverse_recall_shares"]
 
 
@@ -51,7 +54,7 @@ class GroupStats:
         self.sums = np.zeros(len(self.names))
         self.counts = np.zeros(len(self.names))
 
-    def add(self, groups, values) -> None:
+    def add(self, groups: ArrayLike, values: ArrayLike) -> None:
         """Add ``values[i]`` to group ``groups[i]`` (ints in ``[0, len(names))``; arrays or
         tensors of equal length)."""
         g = np.asarray(groups.detach().cpu() if hasattr(groups, "detach") else groups)
@@ -103,7 +106,9 @@ def _prev(prev, n: int) -> np.ndarray:
     return p / p.sum()
 
 
-def exp3_shares(stats: Mapping, prev=None, *, eta: float = 1.0, floor: float = 0.1) -> np.ndarray:
+def exp3_shares(
+    stats: Mapping, prev: ArrayLike | None = None, *, eta: float = 1.0, floor: float = 0.1
+) -> np.ndarray:
     """Exponentiated-gradient shares on per-group loss: ``prev * exp(eta * mean_loss)``.
 
     The online mixing family (DoReMi: Xie et al., 2023, with the excess loss over a reference
@@ -132,7 +137,12 @@ def exp3_shares(stats: Mapping, prev=None, *, eta: float = 1.0, floor: float = 0
 
 
 def inverse_recall_shares(
-    stats: Mapping, prev=None, *, power: float = 1.0, eps: float = 0.05, floor: float = 0.1
+    stats: Mapping,
+    prev: ArrayLike | None = None,
+    *,
+    power: float = 1.0,
+    eps: float = 0.05,
+    floor: float = 0.1,
 ) -> np.ndarray:
     """Shares proportional to ``(1 - recall + eps) ** power``: up-weight what is still missed.
 

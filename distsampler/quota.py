@@ -282,7 +282,13 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         return arr
 
     # -- quotas that change during the run -------------------------------------------------------
-    def update_shares(self, shares, *, accumulation_steps: int = 1, at: int | None = None) -> int:
+    def update_shares(
+        self,
+        shares: Mapping[Hashable, int | float],
+        *,
+        accumulation_steps: int = 1,
+        at: int | None = None,
+    ) -> int:
         """New quotas from the next global step boundary on, on every rank at once.
 
         A global step is ``num_replicas * accumulation_steps`` micro-batches (one batch a rank,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -293,7 +293,11 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     # -- shares that change during the run -------------------------------------------------
     def update_shares(
-        self, shares: Any, *, accumulation_steps: int = 1, at: int | None = None
+        self,
+        shares: Mapping[Hashable, float] | np.ndarray | Sequence[float],
+        *,
+        accumulation_steps: int = 1,
+        at: int | None = None,
     ) -> int:
         """New class shares from the next global step boundary on, on every rank at once.
 
@@ -336,7 +340,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 "weights= and unstratified sampling without replacement have no class shares"
             )
         names = index.names
-        if isinstance(shares, dict) or hasattr(shares, "keys"):
+        if isinstance(shares, Mapping):
             share = W._named_shares("shares", shares, names)
         else:
             arr = np.asarray(

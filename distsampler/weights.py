@@ -30,10 +30,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from ._core.checks import check_real
+from ._types import ClassWeightsLike, LabelsLike
 from .groups import _label_lists
 
 __all__ = [
@@ -212,11 +214,11 @@ class Progressive:
         return f"Progressive(epochs={self.epochs}, start={start}, end={end})"
 
     def bind(self, names: tuple[Hashable, ...]) -> Progressive:
-        start, end = (
-            s.bind(names) if callable(getattr(s, "bind", None)) else s
-            for s in (self.start, self.end)
-        )
-        return Progressive(self.epochs, start, end)
+        def bound(s: ClassWeighting | str) -> ClassWeighting | str:
+            binder = getattr(s, "bind", None)
+            return binder(names) if callable(binder) else s
+
+        return Progressive(self.epochs, bound(self.start), bound(self.end))
 
     def progress(self, epoch: int) -> float:
         """``t / T`` clipped to [0, 1]: the weight of ``end`` at ``epoch``."""
@@ -225,8 +227,10 @@ class Progressive:
     def __call__(self, counts: np.ndarray, epoch: int = 0) -> np.ndarray:
         counts = np.asarray(counts, dtype=np.float64)
         t = self.progress(epoch)
-        share = (1.0 - t) * class_shares(self.start, counts, epoch) + t * class_shares(
-            self.end, counts, epoch
+        # __post_init__ made both strategies (a name is resolved there)
+        start, end = cast(ClassWeighting, self.start), cast(ClassWeighting, self.end)
+        share = (1.0 - t) * class_shares(start, counts, epoch) + t * class_shares(
+            end, counts, epoch
         )
         return _per_sample(share, counts)
 
@@ -416,7 +420,7 @@ def coco_image_categories(annotation_file: str | os.PathLike | Mapping) -> tuple
 
 
 # -- helpers used by the samplers ----------------------------------------------------------------
-def class_weights_from_shares(shares: Mapping[Hashable, float], labels) -> dict:
+def class_weights_from_shares(shares: Mapping[Hashable, float], labels: LabelsLike) -> dict:
     """Per-sample class weights (torch convention) that realise the target ``shares``.
 
     ``class_weights_from_shares({"camry": 0.3, "crown": 0.7}, labels)`` returns
@@ -437,7 +441,7 @@ _NAMED: dict[str, ClassWeighting] = {
 }
 
 
-def resolve(spec, names: tuple[Hashable, ...]) -> ClassWeighting:
+def resolve(spec: ClassWeightsLike, names: tuple[Hashable, ...]) -> ClassWeighting:
     """The strategy for a ``class_weights=`` argument bound to the label index's class names.
 
     Accepts ``"balanced"``, ``"instance"``, ``"sqrt"``, a mapping class -> per-sample weight
@@ -462,7 +466,11 @@ def resolve(spec, names: tuple[Hashable, ...]) -> ClassWeighting:
                 "weight (0 excludes it) or use weights.target_shares(...)"
             )
         w = np.array([float(spec[n]) for n in names])
-        return lambda counts, epoch=0: w
+
+        def fixed(counts: np.ndarray, epoch: int = 0) -> np.ndarray:
+            return w
+
+        return fixed
     if isinstance(spec, TargetShares):
         return spec.bind(names)
     if callable(spec):

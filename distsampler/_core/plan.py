@@ -145,9 +145,10 @@ class WeightedIID:
         if self.index.groups is not None:
             mass = self.index.values * self.index.groups.sizes
             return class_first(self.index.groups, mass, seed, epoch, positions)
-        cum = self.index.cumulative
+        cum, guide = self.index.cumulative, self.index.guide
+        assert cum is not None and guide is not None  # the cumulative layout (no value groups)
         x = uniform(make_key(seed, epoch, IID), positions) * cum[-1]
-        idx = guided_search(cum, self.index.guide, self.index.step, x)
+        idx = guided_search(cum, guide, self.index.step, x)
         # u * total can round up to total; the last positive weight takes that draw.
         last = int(np.searchsorted(cum, cum[-1], side="left"))
         return np.minimum(idx, last)

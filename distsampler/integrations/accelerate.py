@@ -46,7 +46,9 @@ class AccelerateBatches(Sampler[list[int]]):
         num_processes: Accelerate's world size (``accelerator.num_processes``).
     """
 
-    def __init__(self, sampler: OurSampler, batch_size: int | None = None, num_processes: int = 1):
+    def __init__(
+        self, sampler: OurSampler, batch_size: int | None = None, num_processes: int = 1
+    ) -> None:
         check_sampler(sampler)
         self._items = items_per_batch(sampler, batch_size)
         self.num_processes = check_int("num_processes", num_processes, 1)

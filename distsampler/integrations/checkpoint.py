@@ -38,7 +38,9 @@ class SamplerCheckpoint:
             sets its epoch too, so the loader's own epoch counter cannot reset the resume point.
     """
 
-    def __init__(self, sampler: OurSampler, batch_size: int | None = None, loader: Any = None):
+    def __init__(
+        self, sampler: OurSampler, batch_size: int | None = None, loader: Any = None
+    ) -> None:
         check_sampler(sampler)
         self.sampler = sampler
         self.loader = loader

@@ -90,7 +90,9 @@ class _TrainerBatches(AccelerateBatches):
     does under plain torchrun.
     """
 
-    def __init__(self, sampler: OurSampler, batch_size: int, num_processes: int, drop_last: bool):
+    def __init__(
+        self, sampler: OurSampler, batch_size: int, num_processes: int, drop_last: bool
+    ) -> None:
         quota = is_batch_sampler(sampler)
         super().__init__(sampler, None if quota else batch_size, num_processes)
         self.local_batch_size = batch_size
@@ -203,7 +205,7 @@ class SamplerTrainerMixin(_TrainerBase):
 
     train_sampler: OurSampler
 
-    def __init__(self, *args: Any, train_sampler: OurSampler | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, train_sampler: OurSampler | None = None, **kwargs: Any) -> None:
         if not isinstance(train_sampler, OUR_SAMPLERS):
             raise TypeError(
                 f"{type(self).__name__} needs train_sampler=, a DistributedWeightedSampler or one "
@@ -310,7 +312,9 @@ class SamplerTrainerMixin(_TrainerBase):
         return prepared
 
     # -- resume ----------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
         """Trainer's ``train``; the sampler's state in the checkpoint decides where data resumes."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
@@ -428,7 +432,7 @@ class SamplerTrainerMixin(_TrainerBase):
         )
         return super()._run_epoch(**kwargs)
 
-    def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: Any):
+    def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: Any) -> Any:
         """Trainer's; restores the checkpoint's RNG after the resumed epoch's first fetch."""
         out = super().get_batch_samples(epoch_iterator, num_batches, device)
         checkpoint, self._distsampler_rng = self._distsampler_rng, None
