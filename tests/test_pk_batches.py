@@ -264,7 +264,7 @@ def test_batch_size_and_config_as_data():
     assert s.batch_size == 12 and s.epoch_batches == 10 and len(s) == 5
     cfg = s._config()
     assert cfg["classes_per_batch"] == 3 and cfg["samples_per_class"] == 4
-    assert cfg["pk_plan_version"] == 1
+    assert cfg["pk_plan_version"] == 2
     other = make([i % 10 for i in range(100)], 3, 2, 2, 1, num_batches=5)
     with pytest.raises(ValueError):
         other.load_state_dict(s.state_dict())
@@ -283,9 +283,9 @@ def test_golden_first_batches():
     s = DistributedClassBatchSampler(labels, 4, 3, num_replicas=2, rank=0, seed=7)
     s.set_epoch(1)
     assert s.batches(np.arange(3)).tolist() == [
-        [549, 290, 68, 52, 126, 570, 454, 158, 232, 141, 104, 326],
-        [176, 509, 28, 156, 267, 563, 57, 538, 353, 434, 286, 27],
-        [383, 50, 87, 432, 284, 506, 118, 44, 599, 149, 519, 38],
+        [118, 44, 599, 71, 589, 182, 532, 88, 458, 383, 50, 87],
+        [54, 17, 424, 25, 469, 321, 168, 205, 427, 174, 211, 248],
+        [141, 104, 326, 197, 271, 419, 0, 111, 296, 514, 292, 440],
     ]
     labels = np.repeat(np.arange(20), np.arange(20) + 3)
     s = DistributedClassBatchSampler(
@@ -299,8 +299,8 @@ def test_golden_first_batches():
     index = GroupIndex.from_sizes({c: 1000 + c for c in range(100)})
     s = DistributedClassBatchSampler(index, 3, 2, num_replicas=1, rank=0, seed=0)
     assert s.batches(np.arange(2), epoch=2).tolist() == [
-        [2886, 2306, 53908, 53565, 34584, 35349],
-        [88822, 89258, 58638, 59583, 33669, 33973],
+        [84186, 83708, 25287, 24541, 47938, 47462],
+        [102661, 102716, 17972, 18059, 1605, 1714],
     ]
 
 
@@ -427,3 +427,21 @@ def test_inspect_reports_anchors_with_a_positive_and_class_coverage(tmp_path, ca
     codes = np.array([0, 0, 1, 1])
     batches = np.array([[0, 1, 2, 2], [0, 0, 2, 3], [0, 1, 2, -1]])
     assert anchors_with_positive(batches, codes) == 0.5  # 2 of 4, then 2 of 4
+
+
+@pytest.mark.parametrize(("classes", "P", "M"), [(23, 3, 5), (37, 4, 10), (50, 8, 7), (40, 4, 10)])
+def test_choices_before_an_epoch_are_the_closed_form_of_the_sum(classes, P, M):
+    """Resume is O(1) in the epoch: the choices before epoch e (where member streams start)
+    are a closed form, equal to summing every earlier epoch's classes."""
+    from distsampler._core.pk_plan import PKPlan
+
+    index = GroupIndex.from_labels(np.repeat(np.arange(classes), 3))
+    plan = PKPlan(index, np.arange(classes), P, 2, M)
+    for epoch in range(0, 3 * classes, 5):
+        assert np.array_equal(plan.choices(3, epoch), plan._choices_by_sum(3, epoch))
+        assert np.array_equal(
+            plan.choices(3, epoch + 1) - plan.choices(3, epoch), plan.per_epoch_counts(3, epoch)
+        )
+    if plan.rest:  # the extra choices rotate: over C epochs every class gets rest of them
+        extra = plan.choices(3, classes) - classes * plan.cycles
+        assert set(extra.tolist()) == {plan.rest}

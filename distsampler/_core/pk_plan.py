@@ -34,9 +34,13 @@ Class ``g`` walks one member stream across the whole run (:func:`~distsampler._c
 cycled_members`: a fresh permutation of its members per member cycle), ``K`` positions per time
 it is chosen: the ``t``-th choice of ``g`` (counted from the run's start) reads positions
 ``t * K .. t * K + K - 1``. Within epoch ``e``, the choice at cycle ``c`` is ``t = base_e[g] +
-c``, where ``base_e[g]`` counts ``g``'s choices in epochs ``< e`` (``e * (L // C)`` plus the
-epochs whose partial last cycle reached ``g``; computed once per epoch, in ``O(e * (L % C))``,
-nothing when ``C`` divides ``L``). A class with ``>= K`` members shows ``K`` distinct members
+c``, where ``base_e[g]`` counts ``g``'s choices in epochs ``< e``: ``e * (L // C)`` plus the
+epochs whose partial last cycle reached ``g``. That part is a closed form, so resuming any
+epoch costs the same: the ``r = L % C`` classes of epoch ``e``'s partial cycle are the window
+``e * r .. e * r + r - 1`` (modulo ``C``) of one fixed order of the classes (keyed by the seed
+alone), listed first in each half of that cycle; the windows tile the circle, so the class at
+position ``q`` of that order had ``max(0, ceil((e * r - q) / C))`` extra choices before ``e``
+(and over any ``C`` consecutive epochs every class gets exactly ``r`` of them). A class with ``>= K`` members shows ``K`` distinct members
 per batch: when a block straddles a member-cycle seam, the block takes the first ``K`` distinct
 members of the ``2K - 1`` positions from its start (the next cycle's first ``K`` are distinct,
 so they suffice). A class with ``n < K`` members shows all of them every time it is chosen,
@@ -65,8 +69,8 @@ from .plan import cycled_members, largest_remainder
 __all__ = ["PK_PLAN_VERSION", "PKPlan", "WeightedPKPlan"]
 
 #: Version of what a seed gives for class batches (recorded in a state, refused if different).
-PK_PLAN_VERSION = 1
-_ORDER, _MEMBERS = 6, 7  # key streams (beside plan.py's 0..5)
+PK_PLAN_VERSION = 2  # 2: the partial cycle rotates through a fixed order (O(1) resume)
+_ORDER, _MEMBERS, _TAILS = 6, 7, 8  # key streams (beside plan.py's 0..5)
 
 
 class PKPlan:
@@ -98,27 +102,88 @@ class PKPlan:
         self.epoch_batches = int(epoch_batches)
         self.cycles, self.rest = divmod(self.epoch_batches * self.P, self.C)
         self._bases: dict[tuple[int, int], np.ndarray] = {}
+        self._tail_rank: dict[int, np.ndarray] = {}  # seed -> sigma^-1 over class positions
 
     # -- classes ---------------------------------------------------------------------------
     def classes(self, seed: int, epoch: int, slots: np.ndarray) -> np.ndarray:
         """Class code at each epoch slot (int64 array ``>= 0``)."""
-        s = np.asarray(slots, dtype=np.int64)
+        return self._classes_and_tails(seed, epoch, np.asarray(slots, dtype=np.int64))[0]
+
+    def _classes_and_tails(self, seed: int, epoch: int, s: np.ndarray):
+        """Class code at each slot, and its position in the run's tail order (``-1``: none)."""
         c, i = np.divmod(s, self.C)
         back = i >= self.H
         local = np.where(back, i - self.H, i)
         n = np.where(back, self.C - self.H, self.H)
         key = make_key(seed, epoch, _ORDER)
         within = permute(local, n, derive(key, 1, c, back.astype(np.int64)))
+        if not self.rest:  # every epoch whole cycles: one permutation of the classes
+            pos = np.where(back, within + self.H, within)
+            return self.eligible[permute(pos, self.C, derive(key, 0))], None
+        # The partial cycle (c == cycles) lists the epoch's tail classes first in each half.
+        part = c == self.cycles
+        if part.any():
+            k = np.where(back, max(0, self.rest - self.H), min(self.rest, self.H))[part]
+            lp, np_ = local[part], n[part]
+            head = lp < k
+            sub = derive(key, 5, back[part].astype(np.int64))
+            w = np.where(
+                head,
+                permute(np.where(head, lp, 0), np.maximum(k, 1), sub),
+                k + permute(np.where(head, 0, lp - k), np.maximum(np_ - k, 1), derive(sub, 1)),
+            )
+            within[part] = w
         pos = np.where(back, within + self.H, within)
-        return self.eligible[permute(pos, self.C, derive(key, 0))]
+        q = self._tail_position(seed, epoch, pos)
+        return self.eligible[self._sigma(seed, q)], q
+
+    def _tail_position(self, seed: int, epoch: int, pos: np.ndarray) -> np.ndarray:
+        """Position in the run's tail order of the class at epoch position ``pos``.
+
+        The epoch's order lists its ``rest`` tail classes (tail positions ``e * rest ..
+        e * rest + rest - 1``, modulo ``C``: a window that rotates through one fixed order of
+        the classes) first, each part shuffled; so a class's extra choices over the epochs
+        before ``e`` are a closed form of its tail position (:meth:`choices`).
+        """
+        C, r = self.C, self.rest
+        key = make_key(seed, epoch, _ORDER)
+        start = (epoch % C) * r
+        head = pos < r
+        off = np.where(
+            head,
+            permute(np.where(head, pos, 0), r, derive(key, 2)),
+            r + permute(np.where(head, 0, pos - r), max(1, C - r), derive(key, 3)),
+        )
+        return (start + off) % C
+
+    def _sigma(self, seed: int, q: np.ndarray) -> np.ndarray:
+        """The run's fixed order of the classes (eligible index at tail position ``q``)."""
+        return permute(q, self.C, make_key(seed, _TAILS))
+
+    def _extra_before(self, epoch: int, q: np.ndarray) -> np.ndarray:
+        """Epochs before ``epoch`` whose tail window held tail position ``q``: the windows
+        tile ``[0, epoch * rest)`` around the circle of ``C`` positions."""
+        covered = epoch * self.rest
+        return np.maximum(0, -(-(covered - q) // self.C))
 
     def _classes_and_times(self, seed: int, epoch: int, slots: np.ndarray):
         """Class at each slot and how many times it was chosen before (from the run's start)."""
-        cls = self.classes(seed, epoch, slots)
-        return cls, self.choices(seed, epoch)[cls] + slots // self.C
+        cls, q = self._classes_and_tails(seed, epoch, slots)
+        before = epoch * self.cycles + (0 if q is None else self._extra_before(epoch, q))
+        return cls, before + slots // self.C
 
     def choices(self, seed: int, epoch: int) -> np.ndarray:
-        """Times each class (by code) was chosen in the epochs before ``epoch`` (int64)."""
+        """Times each class (by code) was chosen in the epochs before ``epoch`` (int64), in
+        closed form: ``epoch * cycles`` plus the tail windows that held the class."""
+        base = np.zeros(len(self.index.sizes), dtype=np.int64)
+        base[self.eligible] = epoch * self.cycles
+        if self.rest:
+            q = np.arange(self.C, dtype=np.int64)
+            base[self.eligible[self._sigma(seed, q)]] += self._extra_before(epoch, q)
+        return base
+
+    def _choices_by_sum(self, seed: int, epoch: int) -> np.ndarray:
+        """:meth:`choices` summed epoch by epoch (its definition; tests compare the two)."""
         if (seed, epoch) in self._bases:
             return self._bases[(seed, epoch)]
         num = len(self.index.sizes)
