@@ -40,9 +40,10 @@ epoch costs the same: the ``r = L % C`` classes of epoch ``e``'s partial cycle a
 ``e * r .. e * r + r - 1`` (modulo ``C``) of one fixed order of the classes (keyed by the seed
 alone), listed first in each half of that cycle; the windows tile the circle, so the class at
 position ``q`` of that order had ``max(0, ceil((e * r - q) / C))`` extra choices before ``e``
-(and over any ``C`` consecutive epochs every class gets exactly ``r`` of them). A class with ``>= K`` members shows ``K`` distinct members
-per batch: when a block straddles a member-cycle seam, the block takes the first ``K`` distinct
-members of the ``2K - 1`` positions from its start (the next cycle's first ``K`` are distinct,
+(and over any ``C`` consecutive epochs every class gets exactly ``r`` of them).
+A class with ``>= K`` members shows ``K`` distinct members per batch: when a block
+straddles a member-cycle seam, the block takes the first ``K`` distinct members of the
+``2K - 1`` positions from its start (the next cycle's first ``K`` are distinct,
 so they suffice). A class with ``n < K`` members shows all of them every time it is chosen,
 each ``K // n`` or ``K // n + 1`` times, in a fresh order per choice. With multi-label data
 a sample chosen through two classes of the same micro-batch appears once: the later slot takes
