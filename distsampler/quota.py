@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -14,6 +15,7 @@ from ._core.sharding import resolve_world
 from ._core.state import Config, config_value
 from ._types import LabelsLike
 from .groups import GroupIndex
+from .weights import StepSchedule
 
 __all__ = ["DistributedQuotaBatchSampler"]
 
@@ -57,6 +59,12 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             size (default: the round is completed with the plan's continuation).
         dataset_size: ``len(dataset)``, checked against ``len(labels)`` (recommended: a
             mismatch otherwise goes unnoticed with a plain ``DataLoader``).
+        schedule: a `distsampler.weights.StepSchedule` whose points are global micro-batch
+            run positions (``epoch * epoch_batches + m``, the same for every world size): from
+            each point on, its shares (normalised, spread as float shares of the batch) replace
+            the quotas; ``quotas=`` still sets the epoch length. Part of the configuration a
+            state is checked against. An ``update_shares`` adds a point of its own; of two
+            points at one position the later-added wins.
 
     Trap: the even spread of a float share holds for the global stream of batches. A rank
     reads every ``W``-th batch, so its own prefix can drift further from ``k`` times the share
@@ -90,6 +98,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         shuffle_within_batch: bool = True,
         drop_last: bool = False,
         dataset_size: int | None = None,
+        schedule: StepSchedule | None = None,
     ) -> None:
         self._init_batches(num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
         world = self.num_replicas
@@ -133,7 +142,30 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             self._float_named,
         )
         self._updates: list = []  # (run position, per-batch counts) of update_shares
-        self._timeline = QuotaTimeline(self._plan, self.seed)
+        self.schedule = schedule
+        self._schedule_points = self._parse_schedule(schedule)
+        self._timeline = self._new_timeline()
+
+    def _parse_schedule(self, schedule: StepSchedule | None) -> list:
+        """``[(run, per-batch counts, float-named)]`` of a schedule's points (shares spread as
+        float shares of the batch, exact per epoch of each segment)."""
+        if schedule is None:
+            return []
+        if not isinstance(schedule, StepSchedule):
+            raise TypeError(
+                f"schedule should be a weights.StepSchedule, but got {type(schedule).__name__}"
+            )
+        return [
+            (run, *self._update_quotas(shares))
+            for run, shares in schedule.shares(self.index.names, self.index.sizes)
+        ]
+
+    def _new_timeline(self) -> QuotaTimeline:
+        """The plan's timeline with the schedule's points (updates are added after them)."""
+        timeline = QuotaTimeline(self._plan, self.seed)
+        for run, per, named in self._schedule_points:
+            timeline.add(run, per, named)
+        return timeline
 
     @classmethod
     def with_epoch_fractions(
@@ -382,7 +414,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
                 raise ValueError(f"state['updates'][{i}] has {per.size} quotas, not one a group")
             parsed.append((run, per))
         self._updates = []
-        self._timeline = QuotaTimeline(self._plan, self.seed)
+        self._timeline = self._new_timeline()
         for run, per in parsed:
             self._updates.append((run, per))
             named = np.abs(per - np.round(per)) >= 1e-9
@@ -401,6 +433,11 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         }
         if self.drop_last:  # absent when False: states saved by 0.2 still load
             config["drop_last"] = True
+        if self._schedule_points:  # every point's quotas pin the schedule
+            blob = b"".join(
+                np.int64(r).tobytes() + p.tobytes() for r, p, _ in self._schedule_points
+            )
+            config["schedule"] = hashlib.blake2b(blob, digest_size=6).hexdigest()
         for name, per, cyc in zip(self.index.names, self._per_batch, self._cycled, strict=True):
             config[f"quota[{name!r}]"] = float(per)
             config[f"policy[{name!r}]"] = "cycle" if cyc else "replace"
