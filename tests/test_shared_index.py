@@ -15,21 +15,19 @@ from _launch import ROOT, launch
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
+def shared_index(*args: str) -> list[str]:
+    """``launch/shared_index.py`` under a real torchrun with 2 ranks."""
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return [*run, str(ROOT / "launch" / "shared_index.py"), *args]
+
+
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
 def test_ranks_map_one_saved_index(tmp_path):
     log = tmp_path / "report.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "launch" / "shared_index.py"),
-        "--num-samples=10000000",
-        f"--dir={tmp_path / 'index'}",
-        f"--log-json={log}",
-    ]
-    launch(cmd, timeout=200)
+    launch(
+        shared_index("--num-samples=10000000", f"--dir={tmp_path / 'index'}", f"--log-json={log}"),
+        timeout=200,
+    )
     reports = json.loads(log.read_text())
     assert [r["rank"] for r in reports] == [0, 1] and {r["world"] for r in reports} == {2}
     for r in reports:
@@ -46,16 +44,6 @@ def test_ranks_map_one_saved_index(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
 def test_a_temporary_index_is_removed_and_said(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the script's mkdtemp puts the index
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "launch" / "shared_index.py"),
-        "--num-samples=100000",
-        "--take=1000",
-    ]
-    out = launch(cmd, timeout=120)
+    out = launch(shared_index("--num-samples=100000", "--take=1000"), timeout=120)
     assert "removed the temporary index" in out, out
     assert not list(tmp_path.glob("distsampler-shared-*"))  # nothing left behind
