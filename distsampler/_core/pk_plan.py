@@ -103,7 +103,6 @@ class PKPlan:
         self.epoch_batches = int(epoch_batches)
         self.cycles, self.rest = divmod(self.epoch_batches * self.P, self.C)
         self._bases: dict[tuple[int, int], np.ndarray] = {}
-        self._tail_rank: dict[int, np.ndarray] = {}  # seed -> sigma^-1 over class positions
 
     # -- classes ---------------------------------------------------------------------------
     def classes(self, seed: int, epoch: int, slots: np.ndarray) -> np.ndarray:
