@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 
 from ._batch import BatchPlanSampler
-from ._core.checks import MAX_SIZE, check_bool, check_int
+from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
@@ -377,17 +377,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             finally:
                 self._float_named = saved
         else:
-            arr = np.asarray(shares, dtype=np.float64)
-            if arr.shape != (len(names),):
-                raise ValueError(
-                    f"shares should have one entry per group ({len(names)}), but got shape "
-                    f"{arr.shape}"
-                )
-            if not np.isfinite(arr).all() or (arr < 0).any():
-                raise ValueError(f"shares should be finite and >= 0, but got shares={arr!r}")
-            if arr.sum() <= 0:
-                raise ValueError("shares should have a positive entry, but all are zero")
-            per = arr / arr.sum() * bs
+            per = share_array(shares, len(names), "group") * bs
             named = per > 0
         if self.index.multilabel:
             over = np.flatnonzero(np.ceil(per - 1e-9) > self.index.sizes)

@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from . import weights as W
-from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int
+from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -343,19 +343,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         if isinstance(shares, Mapping):
             share = W._named_shares("shares", shares, names)
         else:
-            arr = np.asarray(
-                shares.detach().cpu() if hasattr(shares, "detach") else shares, dtype=np.float64
-            )
-            if arr.shape != (len(names),):
-                raise ValueError(
-                    f"shares should have one entry per class ({len(names)}), but got shape "
-                    f"{arr.shape}"
-                )
-            if not np.isfinite(arr).all() or (arr < 0).any():
-                raise ValueError(f"shares should be finite and >= 0, but got shares={arr!r}")
-            if arr.sum() <= 0:
-                raise ValueError("shares should have a positive entry, but all are zero")
-            share = arr / arr.sum()
+            share = share_array(shares, len(names), "class")
         from .feedback import _next_run
 
         step = self.num_replicas * self.block_size

@@ -72,6 +72,26 @@ def check_dataset_size(dataset_size: Any, indexed: int) -> None:
         )
 
 
+def share_array(shares: Any, num: int, what: str) -> np.ndarray:
+    """An array of ``num`` shares (a tensor, an array or a sequence) normalised to sum to 1.
+
+    Finite and ``>= 0`` with a positive entry; ``what`` names an entry in the message
+    (``"group"``, ``"class"``).
+    """
+    arr = np.asarray(
+        shares.detach().cpu() if hasattr(shares, "detach") else shares, dtype=np.float64
+    )
+    if arr.shape != (num,):
+        raise ValueError(
+            f"shares should have one entry per {what} ({num}), but got shape {arr.shape}"
+        )
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"shares should be finite and >= 0, but got shares={arr!r}")
+    if arr.sum() <= 0:
+        raise ValueError("shares should have a positive entry, but all are zero")
+    return arr / arr.sum()
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` as a bool; only ``bool`` and ``numpy.bool_`` are booleans."""
     if not isinstance(value, (bool, np.bool_)):
