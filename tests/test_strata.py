@@ -63,3 +63,40 @@ def test_order_is_shuffled_inside_segments():
     cls, _ = stratified_ranks(np.arange(1000), counts, np.array([10**6] * 2), np.zeros(2), 1)
     runs = np.count_nonzero(np.diff(cls))
     assert 400 < runs < 600  # mean 500, sd ~ 16
+
+
+def _reference_tree(sizes: list[int]):
+    """The tree by its definition: classes split in halves, nodes numbered in pre-order."""
+    n, a, left, right, leaf, paths = [], [], [], [], [], [()] * len(sizes)
+
+    def node(lo, hi, path):
+        i = len(n)
+        n.append(sum(sizes[lo:hi]))
+        a.append(0)
+        left.append(-1)
+        right.append(-1)
+        leaf.append(-1)
+        if hi - lo == 1:
+            leaf[i], paths[lo] = lo, path
+            return i
+        mid = (lo + hi) // 2
+        a[i] = sum(sizes[lo:mid])
+        left[i] = node(lo, mid, (*path, (i, True)))
+        right[i] = node(mid, hi, (*path, (i, False)))
+        return i
+
+    node(0, len(sizes), ())
+    return n, a, left, right, leaf, tuple(paths)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=70), st.integers(0, 2**63 - 1))
+def test_vectorised_build_matches_the_recursive_definition(sizes, key):
+    # The node numbering fixes every phase, so it is part of the plans: the level-at-a-time
+    # build must number and split exactly as the recursive definition does.
+    tree = BeattyTree.build(np.array(sizes), key)
+    n, a, left, right, leaf, paths = _reference_tree(sizes)
+    assert tree.n.tolist() == n and tree.a.tolist() == a
+    assert tree.left.tolist() == left and tree.right.tolist() == right
+    assert tree.leaf.tolist() == leaf and tree.paths == paths
+    assert tree.depth == max(len(p) for p in paths)

@@ -116,8 +116,8 @@ class BeattyTree:
 
     Attributes (one entry per node; node 0 is the root, children follow their parent): ``n``
     draws under the node, ``a`` of them to the left child, ``phase`` in ``[0, n)``, ``left`` /
-    ``right`` child ids (-1 at leaves) and ``leaf`` class id (-1 at inner nodes). ``paths[c]``
-    lists ``(node, went_left)`` from the root down to class ``c``'s leaf. Every query is exact
+    ``right`` child ids (-1 at leaves) and ``leaf`` class id (-1 at inner nodes); :attr:`paths`
+    lists each class's ``(node, went_left)`` steps from the root down. Every query is exact
     for totals up to ``2**62`` (see the module docstring).
     """
 
@@ -127,7 +127,6 @@ class BeattyTree:
     left: np.ndarray
     right: np.ndarray
     leaf: np.ndarray
-    paths: tuple[tuple[tuple[int, bool], ...], ...]
     # Per-node tables of the vectorised queries, built once (see build).
     _down: dict = field(repr=False, compare=False, default_factory=dict)
     _up: dict = field(repr=False, compare=False, default_factory=dict)
@@ -147,108 +146,128 @@ class BeattyTree:
 
     @classmethod
     def build(cls, counts: np.ndarray, key: int) -> BeattyTree:
-        """The tree of ``counts`` (classes split in halves, in order), phases from ``key``."""
-        sizes = [int(c) for c in np.asarray(counts, dtype=np.int64)]
-        n: list[int] = []
-        a: list[int] = []
-        left: list[int] = []
-        right: list[int] = []
-        leaf: list[int] = []
-        parent: list[int] = []
-        paths: list[tuple[tuple[int, bool], ...]] = [()] * len(sizes)
-        leafnode = [0] * len(sizes)
+        """The tree of ``counts`` (classes split in halves, in order), phases from ``key``.
 
-        def node(lo: int, hi: int, up: int, path: tuple[tuple[int, bool], ...]) -> int:
-            i = len(n)
-            n.append(sum(sizes[lo:hi]))
-            a.append(0)
-            left.append(-1)
-            right.append(-1)
-            leaf.append(-1)
-            parent.append(up)
-            if hi - lo == 1:
-                leaf[i] = lo
-                leafnode[lo] = i
-                paths[lo] = path
-                return i
+        Nodes are numbered in pre-order (a node, its left subtree, its right subtree): the
+        subtree of ``L`` classes holds ``2 L - 1`` nodes, so a node's children sit at ``i + 1``
+        and ``i + 2 (mid - lo)``. The numbering fixes the phases (``hash64(key, node)``), so it
+        is part of every stratified plan. Built a level at a time with numpy: O(C) work in
+        O(log C) vectorised steps (a 1,000-class tree in well under a millisecond).
+        """
+        sizes = np.asarray(counts, dtype=np.int64).ravel()
+        num = len(sizes)
+        total_nodes = 2 * num - 1
+        cs = np.zeros(num + 1, dtype=np.int64)
+        np.cumsum(sizes, out=cs[1:])
+        n = np.zeros(total_nodes, dtype=np.int64)
+        a = np.zeros(total_nodes, dtype=np.int64)
+        left = np.full(total_nodes, -1, dtype=np.int64)
+        right = np.full(total_nodes, -1, dtype=np.int64)
+        leaf = np.full(total_nodes, -1, dtype=np.int64)
+        parent = np.zeros(total_nodes, dtype=np.int64)
+        depth_of = np.zeros(total_nodes, dtype=np.int64)
+        leafnode = np.zeros(num, dtype=np.int64)
+        levels: list[np.ndarray] = []  # inner nodes a level at a time, the root first
+        ids = np.zeros(1, dtype=np.int64)
+        lo, hi = np.zeros(1, dtype=np.int64), np.full(1, num, dtype=np.int64)
+        d = 0
+        while ids.size:
+            n[ids] = cs[hi] - cs[lo]
+            depth_of[ids] = d
+            one = hi - lo == 1
+            leaf[ids[one]] = lo[one]
+            leafnode[lo[one]] = ids[one]
+            inner = ~one
+            ids, lo, hi = ids[inner], lo[inner], hi[inner]
+            if ids.size:
+                levels.append(ids)
             mid = (lo + hi) // 2
-            a[i] = sum(sizes[lo:mid])
-            left[i] = node(lo, mid, i, (*path, (i, True)))
-            right[i] = node(mid, hi, i, (*path, (i, False)))
-            return i
-
-        node(0, len(sizes), 0, ())
-        n_arr = np.array(n, dtype=np.int64)
-        ph_arr = hash64(key, np.arange(len(n))) % np.maximum(n_arr, 1).astype(np.uint64)
-        ph = [int(v) for v in ph_arr]
-        tree = cls(
-            n_arr,
-            np.array(a, dtype=np.int64),
-            ph_arr.astype(np.int64),
-            np.array(left, dtype=np.int64),
-            np.array(right, dtype=np.int64),
-            np.array(leaf, dtype=np.int64),
-            tuple(paths),
+            a[ids] = cs[mid] - cs[lo]
+            lc, rc = ids + 1, ids + 2 * (mid - lo)
+            left[ids], right[ids] = lc, rc
+            parent[lc] = parent[rc] = ids
+            ids, lo, hi = (
+                np.concatenate([lc, rc]),
+                np.concatenate([lo, mid]),
+                np.concatenate([mid, hi]),
+            )
+            d += 1
+        depth = int(depth_of[leafnode].max())
+        ph = (hash64(key, np.arange(total_nodes)) % np.maximum(n, 1).astype(np.uint64)).astype(
+            np.int64
         )
+        tree = cls(n, a, ph, left, right, leaf)
+        is_leaf = leaf >= 0
         # Down tables: a step from node v sends i draws to floor((i * a + ph) / n) on the left.
         # A leaf sends everything "left" to itself (a = n), so descents need no masks.
-        nn = [max(v, 1) for v in n]
-        aa = [nn[v] if leaf[v] >= 0 else a[v] for v in range(len(n))]
+        nn = np.maximum(n, 1)
+        aa = np.where(is_leaf, nn, a)
+        child = np.stack(
+            [
+                np.where(is_leaf, np.arange(total_nodes), right),
+                np.where(is_leaf, np.arange(total_nodes), left),
+            ],
+            axis=1,
+        )
         down = {
-            "a": _table(aa),
-            "n": _table(nn),
-            "ph": _table(ph),
-            "thr": _table([x - y for x, y in zip(nn, aa, strict=True)]),  # left iff rem >= thr
-            # child[2 v + went_left]: one gather a level
-            "child": np.array(
-                [
-                    c
-                    for v in range(len(n))
-                    for c in ((v, v) if leaf[v] >= 0 else (right[v], left[v]))
-                ],
-                dtype=np.int64,
-            ),
-            "depth": max(len(q) for q in paths),
-            "leaf": np.array(leaf, dtype=np.int64),
+            "a": aa,
+            "n": nn,
+            "ph": ph,
+            "thr": nn - aa,  # left iff rem >= thr
+            "child": child.ravel(),  # child[2 v + went_left]: one gather a level
+            "depth": depth,
+            "leaf": leaf,
+            "levels": levels,
         }
         # Up tables: the k-th draw of node v sits at floor((k * y + w) / d) of its parent; the
         # root maps k to itself (y = d = 1, w = 0), so ascents of unequal length need no masks.
-        ys, ws, ds = [1], [0], [1]
-        for v in range(1, len(n)):
-            p = parent[v]
-            went_left = left[p] == v
-            ys.append(n[p])
-            ws.append(n[p] - 1 - ph[p] if went_left else ph[p])
-            ds.append(max(a[p] if went_left else n[p] - a[p], 1))
-        up = {"y": _table(ys), "w": _table(ws), "d": _table(ds), "parent": np.array(parent)}
-        up["leafnode"] = np.array(leafnode, dtype=np.int64)
+        went_left = left[parent] == np.arange(total_nodes)
+        ys = n[parent].copy()
+        ws = np.where(went_left, n[parent] - 1 - ph[parent], ph[parent])
+        ds = np.maximum(np.where(went_left, a[parent], n[parent] - a[parent]), 1)
+        ys[0], ws[0], ds[0] = 1, 0, 1
+        up = {"y": ys, "w": ws, "d": ds, "parent": parent, "leafnode": leafnode}
         if tree.exact:  # uint64 remainders and reciprocals, int64 whole parts
-            for t, cols in (
-                (down, zip(aa, ph, nn, strict=True)),
-                (up, zip(ys, ws, ds, strict=True)),
-            ):
-                yq, yr, wq, wr, f = zip(*(_split(y, w, d) for y, w, d in cols), strict=True)
+            for t, cols in ((down, (aa, ph, nn)), (up, (ys, ws, ds))):
+                rows = zip(*(v.tolist() for v in cols), strict=True)
+                yq, yr, wq, wr, f = zip(*(_split(y, w, d) for y, w, d in rows), strict=True)
                 t.update(yq=np.array(yq, np.int64), wq=np.array(wq, np.int64))
                 t.update({k: np.array(v, np.uint64) for k, v in (("yr", yr), ("wr", wr), ("f", f))})
-            down["n"], down["ph"], up["d"] = (np.array(v, np.uint64) for v in (nn, ph, ds))
-        # Paths as (C, depth) tables, padded with the leaf (a fixed point that goes "left").
-        depth = max(len(q) for q in paths)
-        down["path"] = np.array(
-            [[v for v, _ in q] + [leafnode[c]] * (depth - len(q)) for c, q in enumerate(paths)],
-            dtype=np.int64,
-        ).reshape(len(counts), depth)
-        down["path_left"] = np.array(
-            [[g for _, g in q] + [True] * (depth - len(q)) for q in paths], dtype=bool
-        ).reshape(len(counts), depth)
+            down["n"], down["ph"], up["d"] = (v.astype(np.uint64) for v in (nn, ph, ds))
+        # Paths as (C, depth) tables (root first), padded with the leaf (a fixed point that goes
+        # "left"): filled from each leaf upwards.
+        path = np.repeat(leafnode[:, None], max(depth, 1), axis=1)[:, :depth]
+        path_left = np.ones((num, depth), dtype=bool)
+        v = leafnode.copy()
+        rows = np.arange(num)
+        for _ in range(depth):
+            live = depth_of[v] > 0
+            lvl = depth_of[v[live]] - 1
+            p = parent[v[live]]
+            path[rows[live], lvl] = p
+            path_left[rows[live], lvl] = left[p] == v[live]
+            v = np.where(live, parent[v], v)
+        down["path"], down["path_left"] = path, path_left
+        down["path_len"] = depth_of[leafnode]
         tree._down.update(down)
         tree._up.update(up)
         return tree
+
+    @property
+    def paths(self) -> tuple[tuple[tuple[int, bool], ...], ...]:
+        """``paths[c]``: ``(node, went_left)`` from the root down to class ``c``'s leaf."""
+        return tuple(self._path(c) for c in range(len(self._up["leafnode"])))
+
+    def _path(self, c: int) -> tuple[tuple[int, bool], ...]:
+        t = self._down
+        k = int(t["path_len"][c])
+        return tuple(zip(t["path"][c, :k].tolist(), t["path_left"][c, :k].tolist(), strict=True))
 
     # -- scalar-class queries (one class, many positions or ranks) ---------------------------
     def prefix(self, c: int, p: np.ndarray) -> np.ndarray:
         """Number of class-``c`` draws among positions ``< p`` (``p`` in ``[0, M]``)."""
         i = np.asarray(p, dtype=np.int64)
-        for node, go_left in self.paths[c]:
+        for node, go_left in self._path(c):
             n, a, ph = int(self.n[node]), int(self.a[node]), int(self.phase[node])
             lcount = _floor_lin(i, a, ph, max(n, 1), n)  # n = 0: no draws
             i = lcount if go_left else i - lcount
@@ -305,8 +324,7 @@ class BeattyTree:
         """``prefix(c, p)`` of every class at one position ``p``: ``(C,)`` int64."""
         cnt = np.zeros(len(self.n), dtype=np.int64)
         cnt[0] = p
-        inner = np.flatnonzero(self.leaf < 0)  # parents before children: one pass in order
-        for lvl in _levels(self, inner):
+        for lvl in self._down["levels"]:  # parents before children
             q, _ = self._step(cnt[lvl], lvl)
             cnt[self.left[lvl]] = q
             cnt[self.right[lvl]] = cnt[lvl] - q
@@ -353,14 +371,6 @@ def _chunked(fn, cls, x) -> np.ndarray:
     for lo in range(0, x.size, _CHUNK):
         out[lo : lo + _CHUNK] = fn(cls[lo : lo + _CHUNK], x[lo : lo + _CHUNK].copy())
     return out.reshape(shape)
-
-
-def _levels(tree: BeattyTree, inner: np.ndarray) -> list[np.ndarray]:
-    """Inner nodes grouped by depth (the root first)."""
-    depth = np.zeros(len(tree.n), dtype=np.int64)
-    for v in inner:
-        depth[tree.left[v]] = depth[tree.right[v]] = depth[v] + 1
-    return [inner[depth[inner] == d] for d in range(int(depth.max()) + 1) if inner.size]
 
 
 @functools.lru_cache(maxsize=16)
