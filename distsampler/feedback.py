@@ -252,20 +252,3 @@ def _handed(sampler) -> int:
     if y == 0:
         return sampler._resume
     return int(sampler._local_units(y - 1, y)[0]) + 1
-
-
-def _redraw_inflight(sampler, compute) -> None:
-    """After an update: redraw the items of the slice being served that were computed ahead
-    but not handed out, and mark the rest of the chunk stale (its slices are recomputed when
-    reached). ``sampler._inflight = (local index of the chunk's first item, its units, ...)``."""
-    inflight = getattr(sampler, "_inflight", None)
-    if inflight is None or sampler._chunk is None or sampler._items is None:
-        return
-    sampler._stale = True
-    lo, units = inflight[0], inflight[1]
-    items, first = sampler._items, sampler._done  # local index of items[0]
-    y, stop = sampler._yielded, first + len(items)
-    if first < lo or y >= stop or stop - lo > len(units):
-        return
-    new = compute(units[y - lo : stop - lo])
-    items[y - first :] = new if isinstance(new, list) else new.tolist()

@@ -308,11 +308,6 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         """Global micro-batches as a ``(n, batch_size)`` array of dataset indices."""
         return self._timeline.draw(self.seed, epoch, micro_batches)
 
-    def _draw_current(self, micro_batches: np.ndarray) -> np.ndarray:
-        arr = self._draw(self.epoch, micro_batches)
-        self._inflight = (self._done, micro_batches, arr)  # rewritten if quotas change under it
-        return arr
-
     # -- quotas that change during the run -------------------------------------------------------
     def update_shares(
         self,
@@ -346,17 +341,14 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         Returns:
             The run position (global micro-batches) from which the new quotas hold.
         """
-        from .feedback import _next_run, _redraw_inflight
+        from .feedback import _next_run
 
         per, named = self._update_quotas(shares)
         run = _next_run(self, per, at, accumulation_steps, self.num_replicas)
         self._updates.append((run, per))
         self._timeline.add(run, per, named)
-        _redraw_inflight(self, self._draw_current_plain)
+        self._drop_ahead(run)
         return run
-
-    def _draw_current_plain(self, micro_batches: np.ndarray) -> np.ndarray:
-        return self._draw(self.epoch, micro_batches)
 
     def _update_quotas(self, shares) -> tuple[np.ndarray, np.ndarray]:
         names, bs = self.index.names, self.batch_size

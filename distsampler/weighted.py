@@ -284,12 +284,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
-        return self._serve(_CHUNK, self._compute, first=_FIRST)
-
-    def _compute(self, units: np.ndarray) -> np.ndarray:
-        arr = self.indices(units)
-        self._inflight = (self._done, units, arr)  # rewritten if shares change under it
-        return arr
+        return self._serve(_CHUNK, self.indices, first=_FIRST)
 
     # -- shares that change during the run -------------------------------------------------
     def update_shares(
@@ -363,9 +358,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 self._timeline.points.pop()
                 self._plan.reset()
                 raise
-        from .feedback import _redraw_inflight
-
-        _redraw_inflight(self, self.indices)
+        self._drop_ahead(run)
 
     def _state(self, consumed: int, skip: int) -> dict:
         state = super()._state(consumed, skip)

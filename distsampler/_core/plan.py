@@ -70,6 +70,8 @@ IID, MEMBER, CYCLE, STRATA, WOR, QUOTA = range(6)
 #: barely vary while the order inside a window is random.
 STRATUM = 16
 _WOR_CHUNK = 1 << 22
+#: Segments remembered (a few KB each at 1,000 classes) before the memo starts over.
+_MEMO = 4096
 _KEY_STEP = 1 << 16
 _FEW = 8  # groups up to which a draw's group is found by comparisons, not a search
 
@@ -307,6 +309,8 @@ class Stratified:
     _bases: dict = field(default_factory=dict, repr=False)
     _segs: dict = field(default_factory=dict, repr=False)
     _remaps: dict = field(default_factory=dict, repr=False)
+    _made: dict = field(default_factory=dict, repr=False)  # segments by their arguments
+    _prefix: dict = field(default_factory=dict, repr=False)  # last segments of each epoch
 
     def reset(self) -> None:
         """Forget cached segments (the timeline changed)."""
@@ -340,32 +344,69 @@ class Stratified:
         assert tl is not None
         n, seed = self.num_samples, tl.seed
         starts = tl.segments(epoch)
-        segs = []
         served = np.zeros(len(self.index.sizes), dtype=np.int64)
         epoch_base = self._stream_base(epoch) if self.replacement else served.copy()
-        cycle = self.index.sizes if self.replacement else np.ones_like(served)
-        last = None
-        for j, (s, share) in enumerate(starts):
+        # Reuse the segments before the first start that changed (an update only appends a
+        # start and cuts the segment before it short): an update costs O(1) segments.
+        j0, segs, rems = 0, [], []
+        old = self._prefix.get(epoch)
+        if old is not None and np.array_equal(old[3], epoch_base):
+            old_starts, old_segs, old_rems, _, old_total = old
+            same = 0
+            while (
+                same < min(len(old_starts), len(starts))
+                and old_starts[same][0] == starts[same][0]
+                and old_starts[same][1] is starts[same][1]
+            ):
+                same += 1
+            j0 = same if same == len(starts) == len(old_starts) else max(0, same - 1)
+            segs, rems = old_segs[:j0], old_rems[:j0]
+            if j0 == len(old_segs):
+                served = old_total.copy()
+            elif j0:
+                served = old_segs[j0][3].copy()
+        for j in range(j0, len(starts)):
+            s, share = starts[j]
             share = self.shares_for_epoch(epoch) if share is None else share
-            last = share
             end = starts[j + 1][0] if j + 1 < len(starts) else n
             planned = tl.planned_end(epoch, s)
-            counts = largest_remainder(planned - s, share)
             key = make_key(seed, epoch, STRATA, 0, s) if s else make_key(seed, epoch, STRATA, 0)
-            before = served.copy()
-            segs.append((s, end, counts, before, key))
-            if end == planned:
-                served += counts
-                continue
-            # Cut short at ``cut``: [s, s + w) is whole windows (a prefix of every class's ranks,
-            # from the tree); the window holding the cut was served in part, in a random order.
-            cut = end - s
-            w = cut - cut % STRATUM
-            served += _tree(counts.tobytes(), int(key)).counts_before(w)
-            if cut == w:
-                continue
+            counts, made, remaps = self._segment(s, end, planned, share, epoch_base + served, key)
+            segs.append((s, end, counts, served.copy(), key))
+            rems.append(remaps)
+            served += made
+        for j, remaps in enumerate(rems):
+            if remaps is not None:
+                self._remaps[(epoch, j)] = remaps
+        last = starts[-1][1]
+        last = self.shares_for_epoch(epoch) if last is None else last
+        cont = largest_remainder(n, last)
+        self._prefix[epoch] = (starts, segs, rems, epoch_base, served)
+        self._segs[epoch] = (segs, served, cont)
+        return self._segs[epoch]
+
+    def _segment(self, s: int, end: int, planned: int, share: np.ndarray, base, key: int):
+        """``(planned counts, draws made before end, remaps or None)`` of the segment ``[s,
+        end)`` planned to ``planned``, whose member streams start at ``base``: a pure function
+        of its arguments, remembered, so an update recomputes only the segment it cuts."""
+        memo = (s, end, planned, share.tobytes(), base.tobytes(), key)
+        if memo in self._made:
+            return self._made[memo]
+        if len(self._made) > _MEMO:
+            self._made.clear()
+        counts = largest_remainder(planned - s, share)
+        if end == planned:
+            self._made[memo] = (counts, counts, None)
+            return self._made[memo]
+        # Cut short at ``cut``: [s, s + w) is whole windows (a prefix of every class's ranks,
+        # from the tree); the window holding the cut was served in part, in a random order.
+        cut = end - s
+        w = cut - cut % STRATUM
+        made = _tree(counts.tobytes(), int(key)).counts_before(w)
+        remaps = None
+        if cut != w:
             hi = min(w + STRATUM, int(counts.sum()))
-            base = epoch_base + before
+            cycle = self.index.sizes if self.replacement else np.ones_like(counts)
             cls, k = stratified_ranks(
                 np.arange(w, hi, dtype=np.int64), counts, cycle, base, key, STRATUM
             )
@@ -380,12 +421,9 @@ class Stratified:
                 if len(free):
                     lo = int(t[mine].min()) + nu
                     remaps.append((int(c), lo, free))
-                served[c] += nu
-            self._remaps[(epoch, j)] = remaps
-        assert last is not None  # every epoch has a first segment
-        cont = largest_remainder(n, last)
-        self._segs[epoch] = (segs, served, cont)
-        return self._segs[epoch]
+                made[c] += nu
+        self._made[memo] = (counts, made, remaps)
+        return self._made[memo]
 
     def _remap(self, t: np.ndarray, cls: np.ndarray, epoch: int, seg: int) -> np.ndarray:
         """Stream indices after the cuts made before segment ``seg`` of ``epoch`` (latest first):

@@ -31,6 +31,9 @@ from .strata import BeattyTree
 
 __all__ = ["QuotaPlan", "QuotaTimeline", "spread_prefix"]
 
+#: Segment counts remembered (a few KB each at 1,000 groups) before the memo starts over.
+_MEMO = 4096
+
 
 def _bresenham(per_epoch: np.ndarray, num_batches: int, k: np.ndarray, phase: np.ndarray):
     """Draws of each group in the first ``k`` batches: ``floor((k e + phase) / M)``.
@@ -260,6 +263,9 @@ class QuotaTimeline:
     points: list = field(default_factory=list)
     _segs: dict = field(default_factory=dict, repr=False)
     _bases: dict = field(default_factory=dict, repr=False)
+    # Draws of each group in a segment up to its end, by (epoch, start, end, quotas): a pure
+    # function of its key, so an update recomputes only the segment it cuts and the new one.
+    _made: dict = field(default_factory=dict, repr=False)
 
     def add(self, run: int, per_batch: np.ndarray, named: np.ndarray) -> None:
         self.points.append((int(run), np.asarray(per_batch, float), np.asarray(named, bool)))
@@ -303,9 +309,20 @@ class QuotaTimeline:
             )
             segs.append((s, plan, key, served.copy()))
             end = starts[j + 1][0] if j + 1 < len(starts) else big
-            served += plan.prefix(key, end - s) if end < big else plan.per_epoch_counts()
+            served += self._made_in(epoch, s, end, p, plan, key)
         self._segs[epoch] = (segs, served, self._with(last, big))
         return self._segs[epoch]
+
+    def _made_in(self, epoch: int, s: int, end: int, point, plan: QuotaPlan, key: int):
+        """Draws of each group in batches ``[s, end)`` of a segment planned to the epoch's end."""
+        tag = None if point is None else (point[0].tobytes(), point[1].tobytes())
+        memo = (epoch, s, end, tag)
+        if memo not in self._made:
+            if len(self._made) > _MEMO:
+                self._made.clear()
+            big = self.plan.epoch_batches
+            self._made[memo] = plan.prefix(key, end - s) if end < big else plan.per_epoch_counts()
+        return self._made[memo]
 
     def _base(self, epoch: int) -> np.ndarray:
         """Draws of each group in every epoch before ``epoch`` (O(points) epochs computed)."""

@@ -102,6 +102,9 @@ class EpochState:
     _chunk: tuple | None = None  # (length, list iterator) of the chunk being served
     _items: list | None = None  # the list behind _chunk's iterator (rewritten by share updates)
     _stale: bool = False  # the chunk being served was computed before a share update
+    _last_run: int | None = None  # run position of the last share update
+    _expect: int | None = None  # run position where the next update is expected
+    _surprise: bool = True  # the last update landed where no chunk ended
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
@@ -172,8 +175,8 @@ class EpochState:
         rows = max(1, _SLICE // per_list)
         return itertools.chain.from_iterable(self._slices(chunk, compute, first or chunk, rows))
 
-    def _slices(self, chunk: int, compute, size: int, rows: int) -> Iterator[Iterator]:
-        n = self._local_length()
+    def _slices(self, chunk: int, compute, first: int, rows: int) -> Iterator[Iterator]:
+        n, size = self._local_length(), first
         self._done, self._chunk, self._completed = 0, None, False
         self._base = (self._resume, self._skip)
         if self._base == (0, 0):
@@ -189,21 +192,64 @@ class EpochState:
             self._started = True
         lo = 0
         while lo < n:
-            hi = min(n, lo + size)
+            hi = self._chunk_end(lo, min(n, lo + size))
             arr = compute(self._local_units(lo, hi))
             self._stale = False
             for at in range(0, len(arr), rows):
                 part = arr[at : at + rows]  # an array, or a list of ragged rows (lists)
-                if self._stale:  # the plan changed after this chunk was computed (shares)
-                    part = compute(self._local_units(lo + at, min(hi, lo + at + rows)))
                 items = part if isinstance(part, list) else part.tolist()
                 it = iter(items)
                 self._chunk, self._items = (len(items), it), items  # _items: for share updates
                 yield it
-                self._done += len(items)
+                self._done += len(items)  # a share update may have cut the list short
                 self._chunk = None
-            lo, size = hi, min(chunk, 2 * size)
+                if self._stale:  # the plan changed: what was computed ahead is dropped
+                    break
+            else:
+                lo, size = hi, min(chunk, 2 * size)
+                continue
+            # Recompute from the first item not handed out; in small chunks again after an
+            # update nobody expected there (little is wasted if another follows soon).
+            lo, size = self._done, first if self._surprise else size
         self._finish()
+
+    def _drop_ahead(self, run: int) -> None:
+        """The plan changes from run position ``run`` (``epoch * _total() + unit``) on: drop
+        what was computed for it but not handed out.
+
+        The list being served is cut before its first item at or past ``run`` (the items
+        before it are the same under the new plan), so the consumer's iterator ends there and
+        the serving loop recomputes from that item on: O(1) here. The next update is expected
+        as far past this one as this one was past the last, and chunks end there, so updates
+        every ``k`` steps waste nothing; after an update that came elsewhere, chunks start
+        small again (little is wasted if another follows soon). Items handed out stay as they
+        were.
+
+        Trap: a loader that iterates the sampler in a worker process holds its own copy of
+        it, which never sees the update.
+        """
+        self._surprise = run != self._expect  # the chunks did not end where it landed
+        if self._last_run is not None and run > self._last_run:
+            self._expect = run + (run - self._last_run)
+        self._last_run = run
+        self._stale = True
+        if self._chunk is None or self._items is None:
+            return
+        length, it = self._chunk
+        handed = length - it.__length_hint__()
+        first = self._done  # local index of the list's first item
+        units = self._local_units(first + handed, first + length)
+        keep = handed + int(np.searchsorted(units, run - self.epoch * self._total()))
+        del self._items[keep:]
+        self._chunk = (keep, it)
+
+    def _chunk_end(self, lo: int, hi: int) -> int:
+        """``hi``, or the local index where the next update is expected if it falls inside."""
+        if self._expect is None:
+            return hi
+        units = self._expect - self.epoch * self._total() - self._resume
+        cap = -(-units // self._shard.world) - self._skip  # about this rank's share before it
+        return cap if lo < cap < hi else hi
 
     def _finish(self) -> None:
         """An iteration ran to its end: the next one replays the epoch from its start."""

@@ -229,8 +229,8 @@ class BeattyTree:
         up = {"y": ys, "w": ws, "d": ds, "parent": parent, "leafnode": leafnode}
         if tree.exact:  # uint64 remainders and reciprocals, int64 whole parts
             for t, cols in ((down, (aa, ph, nn)), (up, (ys, ws, ds))):
-                rows = zip(*(v.tolist() for v in cols), strict=True)
-                yq, yr, wq, wr, f = zip(*(_split(y, w, d) for y, w, d in rows), strict=True)
+                per_node = zip(*(v.tolist() for v in cols), strict=True)
+                yq, yr, wq, wr, f = zip(*(_split(y, w, d) for y, w, d in per_node), strict=True)
                 t.update(yq=np.array(yq, np.int64), wq=np.array(wq, np.int64))
                 t.update({k: np.array(v, np.uint64) for k, v in (("yr", yr), ("wr", wr), ("f", f))})
             down["n"], down["ph"], up["d"] = (v.astype(np.uint64) for v in (nn, ph, ds))
