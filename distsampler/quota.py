@@ -9,6 +9,7 @@ import numpy as np
 
 from ._batch import BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
+from ._core.origin import Origin, parse_origin
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
@@ -83,6 +84,8 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         ...     policies={"defect": "replace"}, num_replicas=1, rank=0)
         >>> batch = next(iter(sampler))  # 3 defects and 5 normals
     """
+
+    _origin: Origin | None = None  # the run before an epoch, from a compacted state
 
     def __init__(
         self,
@@ -379,9 +382,29 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
 
     def _state(self, consumed: int, skip: int) -> dict:
         state = super()._state(consumed, skip)
-        if self._updates:
-            state["updates"] = [[run, [float(x) for x in per]] for run, per in self._updates]
+        if not (self._updates or self._origin is not None):
+            return state
+        # Compacted: the updates before this epoch are reduced to an origin (the quotas in
+        # force at its start and where each group's member stream stands), so the state holds
+        # O(groups x (1 + updates this epoch)) numbers.
+        epoch = state["epoch"]
+        start = epoch * self.epoch_batches
+        kept = [(run, per) for run, per in self._updates if run >= start]
+        if len(kept) < len(self._updates) or self._origin is not None:
+            point = self._timeline.in_force(start)
+            assert point is not None  # an update or an origin lies at or before the start
+            bases = self._timeline._base(epoch)
+            state["origin"] = Origin(epoch, point[0], point[1], bases).to_state()
+        if kept:
+            state["updates"] = [[run, [float(x) for x in per]] for run, per in kept]
         return state
+
+    def _check_epoch(self, epoch: int) -> None:
+        if self._origin is not None and epoch < self._origin.epoch:
+            raise ValueError(
+                f"epoch {epoch} lies before epoch {self._origin.epoch}, where the loaded state "
+                "was compacted: the quota updates before it are not kept, so its plan is unknown"
+            )
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -395,8 +418,17 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             if per.shape != (len(self.index.names),):
                 raise ValueError(f"state['updates'][{i}] has {per.size} quotas, not one a group")
             parsed.append((run, per))
+        origin = None
+        if "origin" in state:
+            num = len(self.index.names)
+            origin = parse_origin(state["origin"], num, self.epoch, bases=True, named=True)
+        self._origin = origin
         self._updates = []
         self._timeline = self._new_timeline()
+        if origin is not None:
+            assert origin.named is not None and origin.bases is not None  # parsed as required
+            self._timeline.add(origin.epoch * self.epoch_batches, origin.shares, origin.named)
+            self._timeline.origin = (origin.epoch, origin.bases)
         for run, per in parsed:
             self._updates.append((run, per))
             named = np.abs(per - np.round(per)) >= 1e-9

@@ -11,6 +11,7 @@ from torch.utils.data import Sampler
 
 from . import weights as W
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
+from ._core.origin import Origin, parse_origin
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -97,6 +98,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         >>> sampler.set_epoch(1)
         >>> first = next(iter(sampler))
     """
+
+    _origin: Origin | None = None  # the run before an epoch, from a compacted state
 
     def __init__(
         self,
@@ -281,6 +284,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
     def indices(self, positions: np.ndarray, epoch: int | None = None) -> np.ndarray:
         """Dataset indices at global plan ``positions`` (sorted) of ``epoch`` (default current)."""
         ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)
+        self._check_epoch(ep)
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
@@ -362,14 +366,42 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     def _state(self, consumed: int, skip: int) -> dict:
         state = super()._state(consumed, skip)
-        if self.index is not None and self._updates:
-            state["updates"] = [[run, [float(x) for x in a]] for run, a in self._updates]
+        if self.index is None or not (self._updates or self._origin is not None):
+            return state
+        # Compacted: the updates before this epoch are reduced to an origin (the shares in
+        # force at its start, where each class's member stream stands, the cut windows still
+        # ahead), so the state holds O(classes x (1 + updates this epoch)) numbers.
+        epoch = state["epoch"]
+        start = epoch * self.num_samples
+        kept = [(run, a) for run, a in self._updates if run >= start]
+        if len(kept) < len(self._updates) or self._origin is not None:
+            state["origin"] = self._compact(epoch).to_state()
+        if kept:
+            state["updates"] = [[run, [float(x) for x in a]] for run, a in kept]
         return state
+
+    def _compact(self, epoch: int) -> Origin:
+        """The run before ``epoch`` as an :class:`~distsampler._core.origin.Origin`."""
+        share = self._timeline.in_force(epoch * self.num_samples)
+        assert share is not None  # an update or an origin lies at or before the epoch's start
+        plan = self._plan
+        if isinstance(plan, Stratified) and plan.replacement:
+            return Origin(
+                epoch, share, bases=plan._stream_base(epoch), remaps=tuple(plan.pending(epoch))
+            )
+        return Origin(epoch, share)
+
+    def _check_epoch(self, epoch: int) -> None:
+        if self._origin is not None and epoch < self._origin.epoch:
+            raise ValueError(
+                f"epoch {epoch} lies before epoch {self._origin.epoch}, where the loaded state "
+                "was compacted: the share updates before it are not kept, so its plan is unknown"
+            )
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         updates = state.get("updates", [])
-        if updates and self.index is None:
+        if (updates or "origin" in state) and self.index is None:
             raise ValueError("state has share updates, but this sampler has no labels=")
         parsed = []
         for i, item in enumerate(updates):
@@ -382,12 +414,28 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             parsed.append((run, a))
         if self.index is None:
             return
+        origin = None
+        if "origin" in state:
+            cycled = isinstance(self._plan, Stratified) and self._plan.replacement
+            origin = parse_origin(state["origin"], len(self.index.names), self.epoch, bases=cycled)
+        self._origin = origin
         self._updates = []
         self._timeline.points = list(self._schedule_points)
+        if origin is not None:
+            self._timeline.add(origin.epoch * self.num_samples, origin.shares)
         for run, a in parsed:
             self._updates.append((run, a))
             self._timeline.add(run, a)
         if isinstance(self._plan, Stratified):
+            if origin is None:
+                self._plan.origin = None
+            else:
+                bases = (
+                    origin.bases
+                    if origin.bases is not None
+                    else np.zeros(len(self.index.names), np.int64)
+                )
+                self._plan.origin = (origin.epoch, bases, origin.remaps)
             self._plan.reset()
 
     load_state_dict.__doc__ = EpochState.load_state_dict.__doc__

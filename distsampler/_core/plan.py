@@ -311,6 +311,9 @@ class Stratified:
     _remaps: dict = field(default_factory=dict, repr=False)
     _made: dict = field(default_factory=dict, repr=False)  # segments by their arguments
     _prefix: dict = field(default_factory=dict, repr=False)  # last segments of each epoch
+    #: ``(epoch, stream bases, pending remaps)`` of a compacted state: the run before ``epoch``
+    #: reduced to where each class's member stream stands and the cut windows not drawn past.
+    origin: tuple | None = None
 
     def reset(self) -> None:
         """Forget cached segments (the timeline changed)."""
@@ -431,17 +434,38 @@ class Stratified:
         keys = [k for k in self._remaps if k < (epoch, seg)]
         if not self.replacement:
             keys = [k for k in keys if k[0] == epoch]
-        if not keys or not len(t):
+        older = self.origin[2] if self.origin is not None and self.replacement else []
+        if (not keys and not older) or not len(t):
             return t
         t = t.copy()
         tmin, tmax = int(t.min()), int(t.max())
-        for key in sorted(keys, reverse=True):
-            for c, lo, free in self._remaps[key]:
-                if lo > tmax or lo + len(free) <= tmin:
-                    continue
-                sel = (cls == c) & (t >= lo) & (t < lo + len(free))
+        chain = [r for key in sorted(keys, reverse=True) for r in self._remaps[key]]
+        for c, lo, free in chain + list(older):
+            if lo > tmax or lo + len(free) <= tmin:
+                continue
+            sel = (cls == c) & (t >= lo) & (t < lo + len(free))
+            if sel.any():
+                # A later cut's free ranks are stream indices before the earlier cuts'
+                # remaps: they may fall in an earlier domain below the current bounds.
                 t[sel] = free[t[sel] - lo]
+                tmin, tmax = int(t.min()), int(t.max())
         return t
+
+    def pending(self, epoch: int) -> list:
+        """Remaps (newest first) that can still touch a draw of ``epoch`` or later: those whose
+        domain reaches past what each class drew before ``epoch``, and the earlier ones their
+        free ranks can fall into. The rest are spent: a compacted state leaves them out."""
+        if not self.replacement or not self._segmented():
+            return []
+        reach = self._stream_base(epoch).copy()  # smallest stream index a later draw can hold
+        keys = sorted((k for k in self._remaps if k < (epoch, 0)), reverse=True)
+        older = self.origin[2] if self.origin is not None else []
+        kept = []
+        for c, lo, free in [r for k in keys for r in self._remaps[k]] + list(older):
+            if lo + len(free) > reach[c]:
+                kept.append((c, lo, free))
+                reach[c] = min(reach[c], lo, int(free.min()))
+        return kept
 
     def _stream_base(self, epoch: int) -> np.ndarray:
         """Draws of each class in every epoch before ``epoch`` (where its member streams start)."""
@@ -454,14 +478,23 @@ class Stratified:
             return self._bases[epoch]
         if epoch in self._bases:
             return self._bases[epoch]
+        e = 0
         total = np.zeros(len(self.index.names), dtype=np.int64)
+        if self.origin is not None:
+            e, total = self.origin[0], self.origin[1].copy()
+            if epoch < e:
+                raise ValueError(
+                    f"epoch {epoch} lies before epoch {e}, where the loaded state was compacted: "
+                    "the share updates before it are not kept, so earlier plans are unknown"
+                )
         if self.epoch_dependent:
-            for e in range(epoch):
-                total += self.counts(e)
+            for ep in range(e, epoch):
+                total += self.counts(ep)
         else:  # epochs between two with points repeat the same counts: O(points) work
             assert self.timeline is not None
-            e = 0
             for c in self.timeline.change_epochs():
+                if c < e:
+                    continue
                 if c >= epoch:
                     break
                 if c > e:

@@ -266,6 +266,8 @@ class QuotaTimeline:
     # Draws of each group in a segment up to its end, by (epoch, start, end, quotas): a pure
     # function of its key, so an update recomputes only the segment it cuts and the new one.
     _made: dict = field(default_factory=dict, repr=False)
+    #: ``(epoch, stream bases)`` of a compacted state: the draws of each group before ``epoch``.
+    origin: tuple | None = None
 
     def add(self, run: int, per_batch: np.ndarray, named: np.ndarray) -> None:
         self.points.append((int(run), np.asarray(per_batch, float), np.asarray(named, bool)))
@@ -324,6 +326,15 @@ class QuotaTimeline:
             self._made[memo] = plan.prefix(key, end - s) if end < big else plan.per_epoch_counts()
         return self._made[memo]
 
+    def in_force(self, run: int):
+        """``(per_batch, named)`` in force at ``run`` (``None``: the plan's own quotas)."""
+        best = None
+        for at, point in self._sorted():
+            if at > run:
+                break
+            best = point
+        return best
+
     def _base(self, epoch: int) -> np.ndarray:
         """Draws of each group in every epoch before ``epoch`` (O(points) epochs computed)."""
         if epoch in self._bases:
@@ -331,7 +342,16 @@ class QuotaTimeline:
         big = self.plan.epoch_batches
         total = np.zeros(len(self.plan.per_batch), dtype=np.int64)
         e = 0
+        if self.origin is not None:
+            e, total = self.origin[0], self.origin[1].copy()
+            if epoch < e:
+                raise ValueError(
+                    f"epoch {epoch} lies before epoch {e}, where the loaded state was compacted: "
+                    "the quota updates before it are not kept, so earlier plans are unknown"
+                )
         for c in sorted({at // big for at, *_ in self.points}):
+            if c < e:
+                continue
             if c >= epoch:
                 break
             if c > e:

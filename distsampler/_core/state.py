@@ -123,11 +123,15 @@ class EpochState:
         starts from the beginning.
         """
         epoch = check_int("epoch", epoch, 0, self._max_epoch())
+        self._check_epoch(epoch)
         if epoch != self.epoch:
             self._resume = self._skip = 0
         self.epoch = epoch
         self._done, self._chunk, self._completed = 0, None, False
         self._started = False
+
+    def _check_epoch(self, epoch: int) -> None:
+        """Refuse an epoch this sampler cannot plan (one before a compacted state's origin)."""
 
     def _max_epoch(self) -> int:
         """Largest epoch whose member streams stay inside the int64 plan arithmetic."""
