@@ -9,7 +9,7 @@ import numpy as np
 
 from ._batch import BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
-from ._core.origin import Origin, parse_origin
+from ._core.origin import Origin, before_origin, parse_origin
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
@@ -19,6 +19,9 @@ from .groups import GroupIndex
 from .weights import StepSchedule
 
 __all__ = ["DistributedQuotaBatchSampler"]
+
+#: Updates before the current epoch kept in memory; past it set_epoch folds them into an origin.
+_KEEP_UPDATES = 64
 
 POLICIES = ("cycle", "replace")
 
@@ -391,20 +394,14 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         start = epoch * self.epoch_batches
         kept = [(run, per) for run, per in self._updates if run >= start]
         if len(kept) < len(self._updates) or self._origin is not None:
-            point = self._timeline.in_force(start)
-            assert point is not None  # an update or an origin lies at or before the start
-            bases = self._timeline._base(epoch)
-            state["origin"] = Origin(epoch, point[0], point[1], bases).to_state()
+            state["origin"] = self._compact(epoch).to_state()
         if kept:
             state["updates"] = [[run, [float(x) for x in per]] for run, per in kept]
         return state
 
     def _check_epoch(self, epoch: int) -> None:
         if self._origin is not None and epoch < self._origin.epoch:
-            raise ValueError(
-                f"epoch {epoch} lies before epoch {self._origin.epoch}, where the loaded state "
-                "was compacted: the quota updates before it are not kept, so its plan is unknown"
-            )
+            raise before_origin(epoch, self._origin.epoch)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -422,17 +419,38 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         if "origin" in state:
             num = len(self.index.names)
             origin = parse_origin(state["origin"], num, self.epoch, bases=True, named=True)
+        self._install(origin, parsed)
+
+    def _install(self, origin: Origin | None, updates: list) -> None:
+        """Plan from ``origin`` (or the run's start) with ``updates`` after it."""
         self._origin = origin
-        self._updates = []
+        self._updates = list(updates)
         self._timeline = self._new_timeline()
         if origin is not None:
             assert origin.named is not None and origin.bases is not None  # parsed as required
             self._timeline.add(origin.epoch * self.epoch_batches, origin.shares, origin.named)
             self._timeline.origin = (origin.epoch, origin.bases)
-        for run, per in parsed:
-            self._updates.append((run, per))
-            named = np.abs(per - np.round(per)) >= 1e-9
-            self._timeline.add(run, per, named)
+        for run, per in self._updates:
+            # Only groups without a whole count are spread (integer counts are fixed), so a
+            # group is on its own line exactly when its count is fractional.
+            self._timeline.add(run, per, np.abs(per - np.round(per)) >= 1e-9)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        start = self.epoch * self.epoch_batches
+        if sum(r < start for r, _ in self._updates) > _KEEP_UPDATES:
+            # A long run: fold the updates before this epoch into an origin, as a state does,
+            # so memory and the cost of a draw stay bounded (earlier epochs are then refused).
+            kept = [(r, p) for r, p in self._updates if r >= start]
+            self._install(self._compact(self.epoch), kept)
+
+    def _compact(self, epoch: int) -> Origin:
+        """The run before ``epoch``: the quotas in force at its start, the stream bases."""
+        point = self._timeline.in_force(epoch * self.epoch_batches)
+        assert point is not None  # an update or an origin lies at or before the start
+        return Origin(epoch, point[0], point[1], self._timeline._base(epoch))
+
+    set_epoch.__doc__ = BatchPlanSampler.set_epoch.__doc__
 
     # -- the sampler protocol --------------------------------------------------------------------
     def _config(self) -> Config:

@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 
 from . import weights as W
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
-from ._core.origin import Origin, parse_origin
+from ._core.origin import Origin, before_origin, parse_origin
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -31,6 +31,8 @@ __all__ = ["DistributedWeightedSampler"]
 
 _CHUNK = 1 << 16
 _FIRST = 1 << 10  # first chunk: the first index comes sooner
+#: Updates before the current epoch kept in memory; past it set_epoch folds them into an origin.
+_KEEP_UPDATES = 64
 
 
 class DistributedWeightedSampler(Sampler[int], EpochState):
@@ -276,6 +278,12 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
+        start = self.epoch * self.num_samples
+        if self.index is not None and sum(r < start for r, _ in self._updates) > _KEEP_UPDATES:
+            # A long run: fold the updates before this epoch into an origin, as a state does,
+            # so memory and the cost of a draw stay bounded (earlier epochs are then refused).
+            origin = self._compact(self.epoch)
+            self._install(origin, [(r, a) for r, a in self._updates if r >= start])
         if self.stratify:
             self._check_counts(self.epoch)
 
@@ -359,7 +367,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 self._check_counts(self.epoch)
             except ValueError:  # refused: the sampler stays as it was
                 self._updates.pop()
-                self._timeline.points.pop()
+                self._timeline.pop()
                 self._plan.reset()
                 raise
         self._drop_ahead(run)
@@ -393,10 +401,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
     def _check_epoch(self, epoch: int) -> None:
         if self._origin is not None and epoch < self._origin.epoch:
-            raise ValueError(
-                f"epoch {epoch} lies before epoch {self._origin.epoch}, where the loaded state "
-                "was compacted: the share updates before it are not kept, so its plan is unknown"
-            )
+            raise before_origin(epoch, self._origin.epoch)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -418,23 +423,24 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         if "origin" in state:
             cycled = isinstance(self._plan, Stratified) and self._plan.replacement
             origin = parse_origin(state["origin"], len(self.index.names), self.epoch, bases=cycled)
+        self._install(origin, parsed)
+
+    def _install(self, origin: Origin | None, updates: list) -> None:
+        """Plan from ``origin`` (or the run's start) with ``updates`` after it."""
+        assert self.index is not None  # only label samplers have shares to update
         self._origin = origin
-        self._updates = []
-        self._timeline.points = list(self._schedule_points)
+        self._updates = list(updates)
+        points = list(self._schedule_points)
         if origin is not None:
-            self._timeline.add(origin.epoch * self.num_samples, origin.shares)
-        for run, a in parsed:
-            self._updates.append((run, a))
-            self._timeline.add(run, a)
+            points.append((origin.epoch * self.num_samples, origin.shares))
+        self._timeline.reset(points + self._updates)
         if isinstance(self._plan, Stratified):
             if origin is None:
                 self._plan.origin = None
             else:
-                bases = (
-                    origin.bases
-                    if origin.bases is not None
-                    else np.zeros(len(self.index.names), np.int64)
-                )
+                bases = origin.bases
+                if bases is None:  # without replacement: no member streams across epochs
+                    bases = np.zeros(len(self.index.names), np.int64)
                 self._plan.origin = (origin.epoch, bases, origin.remaps)
             self._plan.reset()
 

@@ -211,7 +211,9 @@ def test_quota_compacted_state_resumes_later_epochs():
     assert len(want[3]) == big
     t = make(1, 0)
     t.load_state_dict(state)
-    with pytest.raises(ValueError, match="before epoch 2, where the loaded state was compacted"):
+    with pytest.raises(
+        ValueError, match="before epoch 2, where this sampler.s share history was compacted"
+    ):
         t.set_epoch(1)
 
 
@@ -221,7 +223,9 @@ def test_epochs_before_the_origin_are_refused():
     s.set_epoch(2)
     t = weighted()
     t.load_state_dict(s.state_dict())
-    with pytest.raises(ValueError, match="before epoch 2, where the loaded state was compacted"):
+    with pytest.raises(
+        ValueError, match="before epoch 2, where this sampler.s share history was compacted"
+    ):
         t.set_epoch(1)
     with pytest.raises(ValueError, match="before epoch 2"):
         t.indices(np.arange(3), epoch=0)
@@ -283,3 +287,46 @@ def test_member_cycles_hold_across_chained_cuts(seed):
         mine = [x for x in drawn if LABELS[x] == c]
         for lo in range(0, len(mine) - size + 1, size):
             assert len(set(mine[lo : lo + size])) == size, (c, lo // size)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS) + ["quota"])
+def test_long_runs_fold_old_updates_in_memory_without_changing_the_stream(kind, monkeypatch):
+    """Past ``_KEEP_UPDATES`` updates before the current epoch, set_epoch folds them into an
+    origin (memory and the cost of a draw stay bounded): the stream is the one the full
+    history gives, and only the epochs before the fold are refused."""
+    import distsampler.quota as quota_module
+    import distsampler.weighted as weighted_module
+
+    module = quota_module if kind == "quota" else weighted_module
+    labels = np.array(["a"] * 40 + ["b"] * 300 + ["c"] * 11)
+
+    def make():
+        if kind == "quota":
+            return DQ(labels, 8, {"a": 2, "b": 5, "c": 1}, num_replicas=1, rank=0, seed=2)
+        return weighted(**KINDS[kind])
+
+    def run(keep):
+        monkeypatch.setattr(module, "_KEEP_UPDATES", keep)
+        s = make()
+        n = s.epoch_batches if kind == "quota" else N
+        size = 3 if kind == "quota" else 4
+        shares = SHARES_WOR if "without" in kind else SHARES
+        rng = np.random.default_rng(1)
+        out, kept = [], []
+        for e in range(EPOCHS):
+            for m in sorted(rng.choice(np.arange(1, n // 4), 3, replace=False)):
+                sh = np.array(shares[int(rng.integers(len(shares)))][:size], float)
+                s.update_shares(
+                    sh / sh.sum(), at=e * n + int(m) * (1 if kind == "quota" else BLOCK)
+                )
+            s.set_epoch(e)
+            kept.append(len(s._updates))
+            out.append([list(b) if kind == "quota" else b for b in s])
+        return out, kept, s
+
+    full, kept_full, _ = run(10**9)
+    folded, kept_folded, s = run(2)
+    assert folded == full
+    assert max(kept_folded) <= 2 + 3 < max(kept_full)  # this epoch's 3, at most 2 before it
+    with pytest.raises(ValueError, match="where this sampler.s share history was compacted"):
+        s.set_epoch(0)

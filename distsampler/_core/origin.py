@@ -21,7 +21,7 @@ import numpy as np
 
 from .checks import check_int
 
-__all__ = ["Origin", "parse_origin"]
+__all__ = ["Origin", "before_origin", "parse_origin"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,15 @@ class Origin:
         if self.remaps:
             out["remaps"] = [[int(c), int(lo), [int(x) for x in f]] for c, lo, f in self.remaps]
         return out
+
+
+def before_origin(epoch: int, origin: int) -> ValueError:
+    """The error for an epoch before the compacted history's origin."""
+    return ValueError(
+        f"epoch {epoch} lies before epoch {origin}, where this sampler's share history was "
+        "compacted (a loaded state, or set_epoch after many earlier updates, keeps only what "
+        "later epochs need), so its plan is unknown"
+    )
 
 
 def _floats(name: str, values: Any, num: int) -> np.ndarray:

@@ -33,6 +33,7 @@ bump :data:`PLAN_VERSION`; ``tests/test_golden.py`` pins the plans.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,6 +44,7 @@ from .index_store import GroupStore as GroupIndex
 from .index_store import WeightStore as WeightIndex
 from .index_store import guided_search
 from .keyed import derive, make_key, permute, uniform
+from .origin import before_origin
 from .sorting import sort_by_key, sorted_unique
 from .strata import _tree, stratified_ranks
 
@@ -200,36 +202,48 @@ class Timeline:
     seed: int
     points: list = field(default_factory=list)
     planned: tuple = ()
+    _index: tuple | None = field(default=None, repr=False)  # (runs, shares) sorted, merged
 
     def add(self, run: int, shares: np.ndarray) -> None:
         """An update from ``run`` on (not before the last point: updates only move forward)."""
         self.points.append((int(run), np.asarray(shares, dtype=np.float64)))
+        self._index = None
 
-    def _sorted(self) -> list:
-        merged: dict[int, np.ndarray] = {}
-        for run, share in self.points:
-            merged[run] = share
-        return sorted(merged.items())
+    def pop(self) -> None:
+        """Forget the last point added (an update that was refused)."""
+        self.points.pop()
+        self._index = None
+
+    def reset(self, points: list) -> None:
+        """Start over from ``points`` (a loaded state)."""
+        self.points = list(points)
+        self._index = None
+
+    def _sorted(self) -> tuple[list[int], list]:
+        """Run positions (increasing, one per position: the last point given wins) and their
+        shares; cached, so a lookup costs O(log points)."""
+        if self._index is None:
+            merged: dict[int, np.ndarray] = {}
+            for run, share in self.points:
+                merged[run] = share
+            runs = sorted(merged)
+            self._index = (runs, [merged[r] for r in runs])
+        return self._index
 
     def in_force(self, run: int):
         """Shares in force at ``run`` (``None``: the plan's own shares, before any point)."""
-        best = None
-        for at, share in self._sorted():
-            if at > run:
-                break
-            best = share
-        return best
+        runs, shares = self._sorted()
+        i = bisect.bisect_right(runs, run)
+        return shares[i - 1] if i else None
 
     def segments(self, epoch: int) -> list:
         """``[(start, shares)]`` of block 0 of ``epoch``: starts in ``[0, num_samples)``, the
         first 0; shares ``None`` means the plan's own shares."""
         n = self.num_samples
         lo, hi = epoch * n, (epoch + 1) * n
-        out = [(0, self.in_force(lo))]
-        for at, share in self._sorted():
-            if lo < at < hi:
-                out.append((at - lo, share))
-        return out
+        runs, shares = self._sorted()
+        i, j = bisect.bisect_right(runs, lo), bisect.bisect_left(runs, hi)
+        return [(0, self.in_force(lo))] + [(runs[k] - lo, shares[k]) for k in range(i, j)]
 
     def planned_end(self, epoch: int, start: int) -> int:
         """Where a segment starting at ``start`` of ``epoch`` is planned to end."""
@@ -241,7 +255,8 @@ class Timeline:
 
     def change_epochs(self) -> list[int]:
         """Epochs whose shares are not simply those the previous epoch ended with."""
-        return sorted({at // self.num_samples for at, _ in self.points})
+        runs, _ = self._sorted()
+        return sorted({at // self.num_samples for at in runs})
 
 
 def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
@@ -311,6 +326,7 @@ class Stratified:
     _remaps: dict = field(default_factory=dict, repr=False)
     _made: dict = field(default_factory=dict, repr=False)  # segments by their arguments
     _prefix: dict = field(default_factory=dict, repr=False)  # last segments of each epoch
+    _pending: dict = field(default_factory=dict, repr=False)  # earlier cuts pending, by epoch
     #: ``(epoch, stream bases, pending remaps)`` of a compacted state: the run before ``epoch``
     #: reduced to where each class's member stream stands and the cut windows not drawn past.
     origin: tuple | None = None
@@ -320,6 +336,7 @@ class Stratified:
         self._bases.clear()
         self._segs.clear()
         self._remaps.clear()
+        self._pending.clear()
 
     def _segmented(self) -> bool:
         return self.timeline is not None and bool(self.timeline.points)
@@ -431,10 +448,10 @@ class Stratified:
     def _remap(self, t: np.ndarray, cls: np.ndarray, epoch: int, seg: int) -> np.ndarray:
         """Stream indices after the cuts made before segment ``seg`` of ``epoch`` (latest first):
         a cut's unserved window ranks are taken first, so no member is lost or repeated."""
-        keys = [k for k in self._remaps if k < (epoch, seg)]
-        if not self.replacement:
-            keys = [k for k in keys if k[0] == epoch]
-        older = self.origin[2] if self.origin is not None and self.replacement else []
+        keys = [k for k in self._remaps if k[0] == epoch and k[1] < seg]
+        # Earlier epochs' cuts: only those still pending at this epoch's start (cached), so a
+        # draw costs O(cuts this epoch + pending), not O(every cut of the run).
+        older = self.pending(epoch) if self.replacement else []
         if (not keys and not older) or not len(t):
             return t
         t = t.copy()
@@ -457,6 +474,8 @@ class Stratified:
         free ranks can fall into. The rest are spent: a compacted state leaves them out."""
         if not self.replacement or not self._segmented():
             return []
+        if epoch in self._pending:
+            return self._pending[epoch]
         reach = self._stream_base(epoch).copy()  # smallest stream index a later draw can hold
         keys = sorted((k for k in self._remaps if k < (epoch, 0)), reverse=True)
         older = self.origin[2] if self.origin is not None else []
@@ -465,6 +484,7 @@ class Stratified:
             if lo + len(free) > reach[c]:
                 kept.append((c, lo, free))
                 reach[c] = min(reach[c], lo, int(free.min()))
+        self._pending[epoch] = kept
         return kept
 
     def _stream_base(self, epoch: int) -> np.ndarray:
@@ -483,10 +503,7 @@ class Stratified:
         if self.origin is not None:
             e, total = self.origin[0], self.origin[1].copy()
             if epoch < e:
-                raise ValueError(
-                    f"epoch {epoch} lies before epoch {e}, where the loaded state was compacted: "
-                    "the share updates before it are not kept, so earlier plans are unknown"
-                )
+                raise before_origin(epoch, e)
         if self.epoch_dependent:
             for ep in range(e, epoch):
                 total += self.counts(ep)

@@ -18,6 +18,7 @@ alone, and resuming is an integer.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass, field, replace
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from .index_store import GroupStore as GroupIndex
 from .keyed import derive, hash64, make_key, permute, uniform
+from .origin import before_origin
 from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
 from .sorting import sorted_unique
 from .strata import BeattyTree
@@ -268,17 +270,22 @@ class QuotaTimeline:
     _made: dict = field(default_factory=dict, repr=False)
     #: ``(epoch, stream bases)`` of a compacted state: the draws of each group before ``epoch``.
     origin: tuple | None = None
+    _index: list | None = field(default=None, repr=False)
 
     def add(self, run: int, per_batch: np.ndarray, named: np.ndarray) -> None:
         self.points.append((int(run), np.asarray(per_batch, float), np.asarray(named, bool)))
         self._segs.clear()
         self._bases.clear()
+        self._index = None
 
     def _sorted(self) -> list:
-        merged = {}
-        for run, per, named in self.points:
-            merged[run] = (per, named)
-        return sorted(merged.items())
+        """``[(run, (per_batch, named))]`` by run (the last point given wins), cached."""
+        if self._index is None:
+            merged = {}
+            for run, per, named in self.points:
+                merged[run] = (per, named)
+            self._index = sorted(merged.items())
+        return self._index
 
     def _with(self, point, length: int) -> QuotaPlan:
         if point is None:
@@ -293,14 +300,12 @@ class QuotaTimeline:
         big = self.plan.epoch_batches
         lo, hi = epoch * big, (epoch + 1) * big
         pts = self._sorted()
-        first = None
-        for at, p in pts:
-            if at <= lo:
-                first = p
-        starts = [(0, first)] + [(at - lo, p) for at, p in pts if lo < at < hi]
+        runs = [at for at, _ in pts]
+        i, j = bisect.bisect_right(runs, lo), bisect.bisect_left(runs, hi)
+        starts = [(0, pts[i - 1][1] if i else None)] + [(at - lo, p) for at, p in pts[i:j]]
         served = np.zeros(len(self.plan.per_batch), dtype=np.int64)
         segs = []
-        last = first
+        last = starts[0][1]
         for j, (s, p) in enumerate(starts):
             last = p
             plan = self._with(p, big - s)
@@ -328,12 +333,9 @@ class QuotaTimeline:
 
     def in_force(self, run: int):
         """``(per_batch, named)`` in force at ``run`` (``None``: the plan's own quotas)."""
-        best = None
-        for at, point in self._sorted():
-            if at > run:
-                break
-            best = point
-        return best
+        pts = self._sorted()
+        i = bisect.bisect_right([at for at, _ in pts], run)
+        return pts[i - 1][1] if i else None
 
     def _base(self, epoch: int) -> np.ndarray:
         """Draws of each group in every epoch before ``epoch`` (O(points) epochs computed)."""
@@ -345,11 +347,8 @@ class QuotaTimeline:
         if self.origin is not None:
             e, total = self.origin[0], self.origin[1].copy()
             if epoch < e:
-                raise ValueError(
-                    f"epoch {epoch} lies before epoch {e}, where the loaded state was compacted: "
-                    "the quota updates before it are not kept, so earlier plans are unknown"
-                )
-        for c in sorted({at // big for at, *_ in self.points}):
+                raise before_origin(epoch, e)
+        for c in sorted({at // big for at, _ in self._sorted()}):
             if c < e:
                 continue
             if c >= epoch:
