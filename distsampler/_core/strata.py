@@ -156,77 +156,43 @@ class BeattyTree:
         """
         sizes = np.asarray(counts, dtype=np.int64).ravel()
         num = len(sizes)
+        shape = _shape(num)  # everything that depends only on the number of classes
         total_nodes = 2 * num - 1
         cs = np.zeros(num + 1, dtype=np.int64)
         np.cumsum(sizes, out=cs[1:])
-        n = np.zeros(total_nodes, dtype=np.int64)
-        a = np.zeros(total_nodes, dtype=np.int64)
-        left = np.full(total_nodes, -1, dtype=np.int64)
-        right = np.full(total_nodes, -1, dtype=np.int64)
-        leaf = np.full(total_nodes, -1, dtype=np.int64)
-        parent = np.zeros(total_nodes, dtype=np.int64)
-        depth_of = np.zeros(total_nodes, dtype=np.int64)
-        leafnode = np.zeros(num, dtype=np.int64)
-        levels: list[np.ndarray] = []  # inner nodes a level at a time, the root first
-        ids = np.zeros(1, dtype=np.int64)
-        lo, hi = np.zeros(1, dtype=np.int64), np.full(1, num, dtype=np.int64)
-        d = 0
-        while ids.size:
-            n[ids] = cs[hi] - cs[lo]
-            depth_of[ids] = d
-            one = hi - lo == 1
-            leaf[ids[one]] = lo[one]
-            leafnode[lo[one]] = ids[one]
-            inner = ~one
-            ids, lo, hi = ids[inner], lo[inner], hi[inner]
-            if ids.size:
-                levels.append(ids)
-            mid = (lo + hi) // 2
-            a[ids] = cs[mid] - cs[lo]
-            lc, rc = ids + 1, ids + 2 * (mid - lo)
-            left[ids], right[ids] = lc, rc
-            parent[lc] = parent[rc] = ids
-            ids, lo, hi = (
-                np.concatenate([lc, rc]),
-                np.concatenate([lo, mid]),
-                np.concatenate([mid, hi]),
-            )
-            d += 1
-        depth = int(depth_of[leafnode].max())
+        n = cs[shape["hi"]] - cs[shape["lo"]]
+        a = np.where(shape["is_leaf"], 0, cs[shape["mid"]] - cs[shape["lo"]])
+        left, right, leaf, parent = shape["left"], shape["right"], shape["leaf"], shape["parent"]
         ph = (hash64(key, np.arange(total_nodes)) % np.maximum(n, 1).astype(np.uint64)).astype(
             np.int64
         )
         tree = cls(n, a, ph, left, right, leaf)
-        is_leaf = leaf >= 0
+        is_leaf = shape["is_leaf"]
         # Down tables: a step from node v sends i draws to floor((i * a + ph) / n) on the left.
         # A leaf sends everything "left" to itself (a = n), so descents need no masks.
         nn = np.maximum(n, 1)
         aa = np.where(is_leaf, nn, a)
-        child = np.stack(
-            [
-                np.where(is_leaf, np.arange(total_nodes), right),
-                np.where(is_leaf, np.arange(total_nodes), left),
-            ],
-            axis=1,
-        )
         down = {
             "a": aa,
             "n": nn,
             "ph": ph,
             "thr": nn - aa,  # left iff rem >= thr
-            "child": child.ravel(),  # child[2 v + went_left]: one gather a level
-            "depth": depth,
+            "child": shape["child"],  # child[2 v + went_left]: one gather a level
+            "depth": shape["depth"],
             "leaf": leaf,
-            "levels": levels,
+            "levels": shape["levels"],
+            "path": shape["path"],
+            "path_left": shape["path_left"],
+            "path_len": shape["path_len"],
         }
         # Up tables: the k-th draw of node v sits at floor((k * y + w) / d) of its parent; the
         # root maps k to itself (y = d = 1, w = 0), so ascents of unequal length need no masks.
-        went_left = left[parent] == np.arange(total_nodes)
-        ys = n[parent].copy()
-        ws = np.where(went_left, n[parent] - 1 - ph[parent], ph[parent])
-        ds = np.maximum(np.where(went_left, a[parent], n[parent] - a[parent]), 1)
+        went_left = shape["went_left"]
+        ys = n[parent]
+        ws = np.where(went_left, ys - 1 - ph[parent], ph[parent])
+        ds = np.maximum(np.where(went_left, a[parent], ys - a[parent]), 1)
         ys[0], ws[0], ds[0] = 1, 0, 1
-        up = {"y": ys, "w": ws, "d": ds, "parent": parent, "leafnode": leafnode}
+        up = {"y": ys, "w": ws, "d": ds, "parent": parent, "leafnode": shape["leafnode"]}
         if tree.exact:  # uint64 remainders and reciprocals, int64 whole parts
             for t, cols in ((down, (aa, ph, nn)), (up, (ys, ws, ds))):
                 per_node = zip(*(v.tolist() for v in cols), strict=True)
@@ -234,21 +200,6 @@ class BeattyTree:
                 t.update(yq=np.array(yq, np.int64), wq=np.array(wq, np.int64))
                 t.update({k: np.array(v, np.uint64) for k, v in (("yr", yr), ("wr", wr), ("f", f))})
             down["n"], down["ph"], up["d"] = (v.astype(np.uint64) for v in (nn, ph, ds))
-        # Paths as (C, depth) tables (root first), padded with the leaf (a fixed point that goes
-        # "left"): filled from each leaf upwards.
-        path = np.repeat(leafnode[:, None], max(depth, 1), axis=1)[:, :depth]
-        path_left = np.ones((num, depth), dtype=bool)
-        v = leafnode.copy()
-        rows = np.arange(num)
-        for _ in range(depth):
-            live = depth_of[v] > 0
-            lvl = depth_of[v[live]] - 1
-            p = parent[v[live]]
-            path[rows[live], lvl] = p
-            path_left[rows[live], lvl] = left[p] == v[live]
-            v = np.where(live, parent[v], v)
-        down["path"], down["path_left"] = path, path_left
-        down["path_len"] = depth_of[leafnode]
         tree._down.update(down)
         tree._up.update(up)
         return tree
@@ -360,6 +311,88 @@ class BeattyTree:
                 k = (k * t["y"][v] + t["w"][v]) // t["d"][v]
             v = t["parent"][v]
         return k
+
+
+@functools.lru_cache(maxsize=8)
+def _shape(num: int) -> dict:
+    """The tree's shape for ``num`` classes (the same for any counts): node ranges, links,
+    levels and per-class paths, built a level at a time and shared read-only by every tree."""
+    total_nodes = 2 * num - 1
+    node_lo = np.zeros(total_nodes, dtype=np.int64)
+    node_hi = np.zeros(total_nodes, dtype=np.int64)
+    node_mid = np.zeros(total_nodes, dtype=np.int64)
+    left = np.full(total_nodes, -1, dtype=np.int64)
+    right = np.full(total_nodes, -1, dtype=np.int64)
+    leaf = np.full(total_nodes, -1, dtype=np.int64)
+    parent = np.zeros(total_nodes, dtype=np.int64)
+    depth_of = np.zeros(total_nodes, dtype=np.int64)
+    leafnode = np.zeros(num, dtype=np.int64)
+    levels: list[np.ndarray] = []  # inner nodes a level at a time, the root first
+    ids = np.zeros(1, dtype=np.int64)
+    lo, hi = np.zeros(1, dtype=np.int64), np.full(1, num, dtype=np.int64)
+    d = 0
+    while ids.size:
+        node_lo[ids], node_hi[ids] = lo, hi
+        depth_of[ids] = d
+        one = hi - lo == 1
+        leaf[ids[one]] = lo[one]
+        leafnode[lo[one]] = ids[one]
+        inner = ~one
+        ids, lo, hi = ids[inner], lo[inner], hi[inner]
+        if ids.size:
+            levels.append(ids)
+        mid = (lo + hi) // 2
+        node_mid[ids] = mid
+        lc, rc = ids + 1, ids + 2 * (mid - lo)
+        left[ids], right[ids] = lc, rc
+        parent[lc] = parent[rc] = ids
+        ids, lo, hi = (
+            np.concatenate([lc, rc]),
+            np.concatenate([lo, mid]),
+            np.concatenate([mid, hi]),
+        )
+        d += 1
+    is_leaf = leaf >= 0
+    depth = int(depth_of[leafnode].max())
+    everyone = np.arange(total_nodes)
+    child = np.stack(
+        [np.where(is_leaf, everyone, right), np.where(is_leaf, everyone, left)], axis=1
+    ).ravel()
+    # Paths as (C, depth) tables (root first), padded with the leaf (a fixed point that goes
+    # "left"): filled from each leaf upwards.
+    path = np.repeat(leafnode[:, None], max(depth, 1), axis=1)[:, :depth]
+    path_left = np.ones((num, depth), dtype=bool)
+    v = leafnode.copy()
+    rows = np.arange(num)
+    for _ in range(depth):
+        live = depth_of[v] > 0
+        lvl = depth_of[v[live]] - 1
+        p = parent[v[live]]
+        path[rows[live], lvl] = p
+        path_left[rows[live], lvl] = left[p] == v[live]
+        v = np.where(live, parent[v], v)
+    shape = {
+        "lo": node_lo,
+        "hi": node_hi,
+        "mid": node_mid,
+        "left": left,
+        "right": right,
+        "leaf": leaf,
+        "parent": parent,
+        "is_leaf": is_leaf,
+        "went_left": left[parent] == everyone,
+        "leafnode": leafnode,
+        "child": child,
+        "levels": levels,
+        "depth": depth,
+        "path": path,
+        "path_left": path_left,
+        "path_len": depth_of[leafnode],
+    }
+    for value in [*shape.values(), *levels]:
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False  # shared by every tree of this many classes
+    return shape
 
 
 def _chunked(fn, cls, x) -> np.ndarray:
