@@ -7,14 +7,17 @@ Usage (from the repository root)::
 
 * ``update_ms``: ``sampler.update_shares(shares)`` for ``--groups`` groups, one process (no
   process group, so no collective: add one all_gather of 3 ints per update under DDP), median
-  of 30 updates made between epochs, in milliseconds: validation, bookkeeping, the agreement.
-  ``update_midepoch_ms``: the same in the middle of an epoch, where the update also redraws
-  the items already computed ahead in the slice being served (up to 8192 indices or 32
-  batches): the new segment's first draw (its stratified tree is built there, O(C log C)).
-* ``pull``: indices (or batches) a second handed out over one epoch of ``--size`` draws, with
-  no update vs an update every ``--every`` global batches of 256 (shares drawn at random);
-  ``ratio`` = with updates / without (1.0: updates cost nothing between them).
-
+  of 30 updates made while the sampler is idle, in milliseconds: validation, bookkeeping, the
+  segment bookkeeping of the plan. ``update_midepoch_ms``: the same in the middle of an epoch,
+  where the update also cuts the list being served at its position (what was computed ahead
+  is dropped, not redrawn here).
+* ``pull``: indices a second handed out over one epoch of ``--size`` draws, consumed
+  ``--every`` global batches of 256 at a time, with no update vs an update after each step.
+  Both runs draw under the same shares (the updates pass them again), so the difference is
+  the update machinery alone. ``ratio`` = rate with updates / rate without; ``ms_per_update``
+  = (time with - time without) / updates: the whole cost of an update (its call, the chunk
+  computed ahead and dropped, the new segment's plan), best of 5 interleaved epochs each.
+  Both carry the noise of a shared machine (a few percent of an epoch).
 Samplers: ``DistributedWeightedSampler(labels=...)`` stratified and i.i.d.
 (``stratify=False``), ``block_size=256``; ``DistributedQuotaBatchSampler`` with float shares,
 ``batch_size=256``.

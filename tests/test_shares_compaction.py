@@ -330,3 +330,35 @@ def test_long_runs_fold_old_updates_in_memory_without_changing_the_stream(kind, 
     assert max(kept_folded) <= 2 + 3 < max(kept_full)  # this epoch's 3, at most 2 before it
     with pytest.raises(ValueError, match="where this sampler.s share history was compacted"):
         s.set_epoch(0)
+
+
+def test_an_update_replans_only_the_segment_it_cuts(monkeypatch):
+    """50 updates in one epoch: each re-plans the segment it cuts and the new one (segments
+    before it are reused), so the work per update does not grow with the updates before it."""
+    from distsampler._core.plan import Stratified
+    from distsampler._core.quota_plan import QuotaTimeline
+
+    calls = {"stratified": 0, "quota": 0}
+    seg, made = Stratified._segment, QuotaTimeline._made_in
+
+    def count_seg(self, *a, **k):
+        calls["stratified"] += 1
+        return seg(self, *a, **k)
+
+    def count_made(self, *a, **k):
+        calls["quota"] += 1
+        return made(self, *a, **k)
+
+    monkeypatch.setattr(Stratified, "_segment", count_seg)
+    monkeypatch.setattr(QuotaTimeline, "_made_in", count_made)
+    big = 10_000
+    s = DWS(labels=LABELS, num_samples=big, num_replicas=1, rank=0, seed=5, block_size=BLOCK)
+    labels = np.array(["a"] * 40 + ["b"] * 300 + ["c"] * 11)
+    q = DQ(labels, 8, {"a": 2, "b": 5, "c": 1}, num_batches=big, num_replicas=1, rank=0)
+    for i in range(1, 51):
+        s.update_shares(np.array(SHARES[i % len(SHARES)]), at=i * 100)
+        s.indices(np.arange(i * 100, i * 100 + 8))
+        q.update_shares({"a": 1 + i % 3, "b": 6 - i % 3, "c": 1}, at=i * 100)
+        q.batches(np.arange(i * 100, i * 100 + 2))
+    assert calls["stratified"] <= 3 * 50  # not 50 * 51 / 2
+    assert calls["quota"] <= 3 * 50

@@ -245,6 +245,13 @@ def _next_new(g: int, largest: int, nxt: np.ndarray, seen: set, members, sizes) 
     )
 
 
+def _same_point(a, b) -> bool:
+    """The same ``(per_batch, named)`` point object (or both the plan's own quotas)."""
+    if a is None or b is None:
+        return a is b
+    return a[0] is b[0] and a[1] is b[1]
+
+
 @dataclass
 class QuotaTimeline:
     """Quota plans that change at run positions ``epoch * epoch_batches + m`` (micro-batches).
@@ -271,6 +278,7 @@ class QuotaTimeline:
     #: ``(epoch, stream bases)`` of a compacted state: the draws of each group before ``epoch``.
     origin: tuple | None = None
     _index: list | None = field(default=None, repr=False)
+    _prefix: dict = field(default_factory=dict, repr=False)  # last segments of each epoch
 
     def add(self, run: int, per_batch: np.ndarray, named: np.ndarray) -> None:
         self.points.append((int(run), np.asarray(per_batch, float), np.asarray(named, bool)))
@@ -304,10 +312,27 @@ class QuotaTimeline:
         i, j = bisect.bisect_right(runs, lo), bisect.bisect_left(runs, hi)
         starts = [(0, pts[i - 1][1] if i else None)] + [(at - lo, p) for at, p in pts[i:j]]
         served = np.zeros(len(self.plan.per_batch), dtype=np.int64)
-        segs = []
-        last = starts[0][1]
-        for j, (s, p) in enumerate(starts):
-            last = p
+        # Reuse the segments before the first start that changed (an update appends a start
+        # and cuts the segment before it short): an update costs O(1) segments.
+        j0, segs = 0, []
+        old = self._prefix.get(epoch)
+        if old is not None:
+            old_starts, old_segs, old_total = old
+            same = 0
+            while (
+                same < min(len(old_starts), len(starts))
+                and old_starts[same][0] == starts[same][0]
+                and _same_point(old_starts[same][1], starts[same][1])
+            ):
+                same += 1
+            j0 = same if same == len(starts) == len(old_starts) else max(0, same - 1)
+            segs = old_segs[:j0]
+            if j0 == len(old_segs):
+                served = old_total.copy()
+            elif j0:
+                served = old_segs[j0][3].copy()
+        for j in range(j0, len(starts)):
+            s, p = starts[j]
             plan = self._with(p, big - s)
             key = (
                 make_key(self.seed, epoch, QUOTA, 0, s)
@@ -317,7 +342,8 @@ class QuotaTimeline:
             segs.append((s, plan, key, served.copy()))
             end = starts[j + 1][0] if j + 1 < len(starts) else big
             served += self._made_in(epoch, s, end, p, plan, key)
-        self._segs[epoch] = (segs, served, self._with(last, big))
+        self._prefix[epoch] = (starts, segs, served)
+        self._segs[epoch] = (segs, served, self._with(starts[-1][1], big))
         return self._segs[epoch]
 
     def _made_in(self, epoch: int, s: int, end: int, point, plan: QuotaPlan, key: int):
