@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 
-from ._batch import BatchPlanSampler
+from ._batch import _CHUNK_INDICES, BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
 from ._core.origin import Origin, before_origin, parse_origin
 from ._core.plan import PLAN_VERSION
@@ -451,6 +451,15 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         return Origin(epoch, point[0], point[1], self._timeline._base(epoch))
 
     set_epoch.__doc__ = BatchPlanSampler.set_epoch.__doc__
+
+    @property
+    def _chunk_batches(self) -> int:  # type: ignore[override]
+        """Batches computed at a time: 65,536 indices, and at most 65,536 (batch, group) cells.
+        With many groups a batch costs more to plan, so an update nobody expected drops less
+        work computed ahead (1,000 groups: 65 batches, not 256); the pull rate is the same
+        (5.2-5.3 s for 4e6 indices at 64, 65 or 256 batches a chunk)."""
+        cells = _CHUNK_INDICES // max(1, len(self.index.names))
+        return max(1, min(_CHUNK_INDICES // self.batch_size, cells))
 
     # -- the sampler protocol --------------------------------------------------------------------
     def _config(self) -> Config:
