@@ -330,10 +330,13 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         process group the ranks exchange their handed-out positions and check that the shares
         agree, with one ``all_gather``; a ``ValueError`` on every rank names the ranks that
         differ; without a process group nothing is checked: pass ``at=``). Batches already
-        handed out stay; batches computed ahead are redrawn. The epoch's length
-        (``epoch_batches``) does not change; the quotas hold into later epochs until the next
-        update. Recorded in :meth:`state_dict` as ``(micro-batch run position, per-batch
-        counts)``: ``groups`` floats an update.
+        handed out stay; batches computed ahead are dropped and drawn with the new quotas. The
+        epoch's length (``epoch_batches``) does not change; the quotas hold into later epochs
+        until the next update. Recorded in :meth:`state_dict` as ``(micro-batch run position,
+        per-batch counts)``; a state keeps only its epoch's updates and an ``origin`` for the
+        run before (quotas in force, where each group's stream stands), so it holds
+        O(groups x (1 + updates this epoch)) numbers. Past 64 earlier updates ``set_epoch``
+        folds them the same way in memory; earlier epochs are then refused.
 
         Args:
             shares: a mapping naming every group: an int is a count per batch, a float in

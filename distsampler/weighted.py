@@ -320,9 +320,13 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
 
         The shares hold into later epochs until the next update (or the next point of a
         :class:`~distsampler.weights.StepSchedule`). Indices already handed out stay as they
-        were; the ones computed ahead but not handed out are redrawn. The update is recorded in
-        :meth:`state_dict` as ``(run position, shares)``: a state grows by ``groups`` floats an
-        update (the bound: updates x groups), and resuming computes, never replays.
+        were; the ones computed ahead but not handed out are dropped and drawn with the new
+        shares. The update is recorded in :meth:`state_dict` as ``(run position, shares)``; a
+        state keeps only its epoch's updates and an ``origin`` for the run before (shares in
+        force, where each class's member stream stands, stratified windows still pending), so
+        it holds O(classes x (1 + updates this epoch)) numbers, and resuming computes, never
+        replays. Past 64 earlier updates ``set_epoch`` folds them the same way in memory;
+        earlier epochs are then refused.
 
         Trap: the sampler must be iterated in this process (a ``DataLoader`` draws the indices
         in the main process, also with ``num_workers > 0``); a sampler iterated inside a worker
