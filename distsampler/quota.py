@@ -9,7 +9,7 @@ import numpy as np
 
 from ._batch import _CHUNK_INDICES, BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
-from ._core.origin import Origin, before_origin, parse_origin
+from ._core.origin import Origin, before_origin, compacted_state, parse_origin
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
@@ -387,20 +387,12 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         return per, named
 
     def _state(self, consumed: int, skip: int) -> dict:
+        # Compacted at the epoch: the quotas in force at its start and where each group's
+        # member stream stands, then this epoch's updates.
         state = super()._state(consumed, skip)
-        if not (self._updates or self._origin is not None):
-            return state
-        # Compacted: the updates before this epoch are reduced to an origin (the quotas in
-        # force at its start and where each group's member stream stands), so the state holds
-        # O(groups x (1 + updates this epoch)) numbers.
-        epoch = state["epoch"]
-        start = epoch * self.epoch_batches
-        kept = [(run, per) for run, per in self._updates if run >= start]
-        if len(kept) < len(self._updates) or self._origin is not None:
-            state["origin"] = self._compact(epoch).to_state()
-        if kept:
-            state["updates"] = [[run, [float(x) for x in per]] for run, per in kept]
-        return state
+        return compacted_state(
+            state, self._updates, self._origin, self.epoch_batches, self._compact
+        )
 
     def _check_epoch(self, epoch: int) -> None:
         if self._origin is not None and epoch < self._origin.epoch:

@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 
 from . import weights as W
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
-from ._core.origin import Origin, before_origin, parse_origin
+from ._core.origin import Origin, before_origin, compacted_state, parse_origin
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -377,20 +377,12 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         self._drop_ahead(run)
 
     def _state(self, consumed: int, skip: int) -> dict:
+        # Compacted at the epoch: the shares in force at its start, where each class's member
+        # stream stands and the cut windows still pending, then this epoch's updates.
         state = super()._state(consumed, skip)
-        if self.index is None or not (self._updates or self._origin is not None):
+        if self.index is None:
             return state
-        # Compacted: the updates before this epoch are reduced to an origin (the shares in
-        # force at its start, where each class's member stream stands, the cut windows still
-        # ahead), so the state holds O(classes x (1 + updates this epoch)) numbers.
-        epoch = state["epoch"]
-        start = epoch * self.num_samples
-        kept = [(run, a) for run, a in self._updates if run >= start]
-        if len(kept) < len(self._updates) or self._origin is not None:
-            state["origin"] = self._compact(epoch).to_state()
-        if kept:
-            state["updates"] = [[run, [float(x) for x in a]] for run, a in kept]
-        return state
+        return compacted_state(state, self._updates, self._origin, self.num_samples, self._compact)
 
     def _compact(self, epoch: int) -> Origin:
         """The run before ``epoch`` as an :class:`~distsampler._core.origin.Origin`."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from .checks import check_int
 
-__all__ = ["Origin", "before_origin", "parse_origin"]
+__all__ = ["Origin", "before_origin", "compacted_state", "parse_origin"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,23 @@ def before_origin(epoch: int, origin: int) -> ValueError:
         "compacted (a loaded state, or set_epoch after many earlier updates, keeps only what "
         "later epochs need), so its plan is unknown"
     )
+
+
+def compacted_state(
+    state: dict, updates: list, loaded: Origin | None, length: int, compact
+) -> dict:
+    """``state`` with the share history compacted at its epoch: ``origin`` (``compact(epoch)``)
+    when updates lie before the epoch's start (or the sampler already has an origin), and the
+    updates from that start on (``length``: plan units an epoch)."""
+    if not (updates or loaded is not None):
+        return state
+    epoch = state["epoch"]
+    kept = [(run, a) for run, a in updates if run >= epoch * length]
+    if len(kept) < len(updates) or loaded is not None:
+        state["origin"] = compact(epoch).to_state()
+    if kept:
+        state["updates"] = [[run, [float(x) for x in a]] for run, a in kept]
+    return state
 
 
 def _floats(name: str, values: Any, num: int) -> np.ndarray:

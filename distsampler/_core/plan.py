@@ -259,6 +259,26 @@ class Timeline:
         return sorted({at // self.num_samples for at in runs})
 
 
+def reusable_segments(old: tuple, new: list, same, served: np.ndarray) -> tuple[int, np.ndarray]:
+    """``(j0, served)``: of the segments planned for ``old = (starts, segments, total)``, the
+    first ``j0`` hold for starts ``new`` (those before the first start that differs by position
+    or by ``same`` on its shares, less the one before it, which now ends elsewhere; all when
+    nothing differs), and ``served`` is what they drew (a segment's item 3 is what was drawn
+    before it)."""
+    starts, segs, total = old
+    k = 0
+    while (
+        k < min(len(starts), len(new))
+        and starts[k][0] == new[k][0]
+        and same(starts[k][1], new[k][1])
+    ):
+        k += 1
+    j0 = k if k == len(starts) == len(new) else max(0, k - 1)
+    if j0 == len(segs):
+        return j0, total.copy()
+    return j0, segs[j0][3].copy() if j0 else served
+
+
 def cycled_members(index: GroupIndex, cls: np.ndarray, stream: np.ndarray, key: int) -> np.ndarray:
     """Member at class-stream index ``stream`` of each class: cycle ``q`` is a fresh permutation.
 
@@ -372,19 +392,9 @@ class Stratified:
         old = self._prefix.get(epoch)
         if old is not None and np.array_equal(old[3], epoch_base):
             old_starts, old_segs, old_rems, _, old_total = old
-            same = 0
-            while (
-                same < min(len(old_starts), len(starts))
-                and old_starts[same][0] == starts[same][0]
-                and old_starts[same][1] is starts[same][1]
-            ):
-                same += 1
-            j0 = same if same == len(starts) == len(old_starts) else max(0, same - 1)
+            same = lambda a, b: a is b  # noqa: E731
+            j0, served = reusable_segments((old_starts, old_segs, old_total), starts, same, served)
             segs, rems = old_segs[:j0], old_rems[:j0]
-            if j0 == len(old_segs):
-                served = old_total.copy()
-            elif j0:
-                served = old_segs[j0][3].copy()
         for j in range(j0, len(starts)):
             s, share = starts[j]
             share = self.shares_for_epoch(epoch) if share is None else share

@@ -27,7 +27,7 @@ import numpy as np
 from .index_store import GroupStore as GroupIndex
 from .keyed import derive, hash64, make_key, permute, uniform
 from .origin import before_origin
-from .plan import CYCLE, QUOTA, cycled_members, largest_remainder
+from .plan import CYCLE, QUOTA, cycled_members, largest_remainder, reusable_segments
 from .sorting import sorted_unique
 from .strata import BeattyTree
 
@@ -317,20 +317,8 @@ class QuotaTimeline:
         j0, segs = 0, []
         old = self._prefix.get(epoch)
         if old is not None:
-            old_starts, old_segs, old_total = old
-            same = 0
-            while (
-                same < min(len(old_starts), len(starts))
-                and old_starts[same][0] == starts[same][0]
-                and _same_point(old_starts[same][1], starts[same][1])
-            ):
-                same += 1
-            j0 = same if same == len(starts) == len(old_starts) else max(0, same - 1)
-            segs = old_segs[:j0]
-            if j0 == len(old_segs):
-                served = old_total.copy()
-            elif j0:
-                served = old_segs[j0][3].copy()
+            j0, served = reusable_segments(old, starts, _same_point, served)
+            segs = old[1][:j0]
         for j in range(j0, len(starts)):
             s, p = starts[j]
             plan = self._with(p, big - s)
