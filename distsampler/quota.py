@@ -9,7 +9,7 @@ import numpy as np
 
 from ._batch import _CHUNK_INDICES, BatchPlanSampler
 from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
-from ._core.origin import Origin, before_origin, compacted_state, parse_origin
+from ._core.origin import Origin, compacted_state, parse_origin, parse_updates
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
 from ._core.sharding import resolve_world
@@ -87,8 +87,6 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         ...     policies={"defect": "replace"}, num_replicas=1, rank=0)
         >>> batch = next(iter(sampler))  # 3 defects and 5 normals
     """
-
-    _origin: Origin | None = None  # the run before an epoch, from a compacted state
 
     def __init__(
         self,
@@ -394,22 +392,9 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             state, self._updates, self._origin, self.epoch_batches, self._compact
         )
 
-    def _check_epoch(self, epoch: int) -> None:
-        if self._origin is not None and epoch < self._origin.epoch:
-            raise before_origin(epoch, self._origin.epoch)
-
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        updates = state.get("updates", [])
-        parsed = []
-        for i, item in enumerate(updates):
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise ValueError(f"state['updates'][{i}] should be [position, quotas]")
-            run = check_int(f"state['updates'][{i}] position", item[0], 0)
-            per = np.asarray(item[1], dtype=np.float64)
-            if per.shape != (len(self.index.names),):
-                raise ValueError(f"state['updates'][{i}] has {per.size} quotas, not one a group")
-            parsed.append((run, per))
+        parsed = parse_updates(state.get("updates", []), len(self.index.names), "quotas")
         origin = None
         if "origin" in state:
             num = len(self.index.names)

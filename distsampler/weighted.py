@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 
 from . import weights as W
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
-from ._core.origin import Origin, before_origin, compacted_state, parse_origin
+from ._core.origin import Origin, compacted_state, parse_origin, parse_updates
 from ._core.plan import (
     PLAN_VERSION,
     ClassIID,
@@ -100,8 +100,6 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         >>> sampler.set_epoch(1)
         >>> first = next(iter(sampler))
     """
-
-    _origin: Origin | None = None  # the run before an epoch, from a compacted state
 
     def __init__(
         self,
@@ -395,26 +393,14 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             )
         return Origin(epoch, share)
 
-    def _check_epoch(self, epoch: int) -> None:
-        if self._origin is not None and epoch < self._origin.epoch:
-            raise before_origin(epoch, self._origin.epoch)
-
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         updates = state.get("updates", [])
         if (updates or "origin" in state) and self.index is None:
             raise ValueError("state has share updates, but this sampler has no labels=")
-        parsed = []
-        for i, item in enumerate(updates):
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise ValueError(f"state['updates'][{i}] should be [position, shares]")
-            run = check_int(f"state['updates'][{i}] position", item[0], 0)
-            a = np.asarray(item[1], dtype=np.float64)
-            if self.index is not None and a.shape != (len(self.index.names),):
-                raise ValueError(f"state['updates'][{i}] has {a.size} shares, not one per class")
-            parsed.append((run, a))
         if self.index is None:
             return
+        parsed = parse_updates(updates, len(self.index.names), "shares")
         origin = None
         if "origin" in state:
             cycled = isinstance(self._plan, Stratified) and self._plan.replacement

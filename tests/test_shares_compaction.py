@@ -362,3 +362,25 @@ def test_an_update_replans_only_the_segment_it_cuts(monkeypatch):
         q.batches(np.arange(i * 100, i * 100 + 2))
     assert calls["stratified"] <= 3 * 50  # not 50 * 51 / 2
     assert calls["quota"] <= 3 * 50
+
+
+@pytest.mark.parametrize(
+    "updates,err,match",
+    [
+        ([[10]], ValueError, r"should be \[position, shares\]"),
+        ([[10, [1.0, 2.0]]], ValueError, "has 2 shares, not one a group"),
+        ([[-1, [1.0] * 4]], ValueError, "position should be a non-negative integer"),
+        ([[1.5, [1.0] * 4]], TypeError, "position should be an integer"),
+    ],
+)
+def test_bad_updates_in_a_state_are_refused(updates, err, match):
+    state = weighted().state_dict()
+    state["updates"] = updates
+    with pytest.raises(err, match=match):
+        weighted().load_state_dict(state)
+    labels = np.array(["a"] * 40 + ["b"] * 300 + ["c"] * 11)
+    q = DQ(labels, 8, {"a": 2, "b": 5, "c": 1}, num_replicas=1, rank=0)
+    state = q.state_dict()
+    state["updates"] = [[u[0], u[1][:3]] if len(u) == 2 and len(u[1]) == 4 else u for u in updates]
+    with pytest.raises(err, match=match.replace("shares", "quotas")):
+        DQ(labels, 8, {"a": 2, "b": 5, "c": 1}, num_replicas=1, rank=0).load_state_dict(state)

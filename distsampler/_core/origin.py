@@ -21,7 +21,7 @@ import numpy as np
 
 from .checks import check_int
 
-__all__ = ["Origin", "before_origin", "compacted_state", "parse_origin"]
+__all__ = ["Origin", "before_origin", "compacted_state", "parse_origin", "parse_updates"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,21 @@ def compacted_state(
     if kept:
         state["updates"] = [[run, [float(x) for x in a]] for run, a in kept]
     return state
+
+
+def parse_updates(updates: Any, num: int, what: str) -> list[tuple[int, np.ndarray]]:
+    """``state['updates']``: ``[run position, values]`` pairs with one value per group
+    (``what`` names the values in messages: ``"shares"``, ``"quotas"``)."""
+    parsed = []
+    for i, item in enumerate(updates):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"state['updates'][{i}] should be [position, {what}]")
+        run = check_int(f"state['updates'][{i}] position", item[0], 0)
+        values = np.asarray(item[1], dtype=np.float64)
+        if values.shape != (num,):
+            raise ValueError(f"state['updates'][{i}] has {values.size} {what}, not one a group")
+        parsed.append((run, values))
+    return parsed
 
 
 def _floats(name: str, values: Any, num: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from types import FrameType
 import numpy as np
 
 from .checks import MAX_SIZE, check_int
+from .origin import Origin, before_origin
 from .sharding import Shard
 
 #: Version of the state layout. 1: distsampler 0.1 (configuration as a formatted string).
@@ -108,6 +109,7 @@ class EpochState:
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
+    _origin: Origin | None = None  # the run before an epoch, from a compacted share history
 
     def _config(self) -> Config:
         raise NotImplementedError
@@ -131,7 +133,10 @@ class EpochState:
         self._started = False
 
     def _check_epoch(self, epoch: int) -> None:
-        """Refuse an epoch this sampler cannot plan (one before a compacted state's origin)."""
+        """Refuse an epoch this sampler cannot plan: one before its compacted share history's
+        origin (a loaded state, or ``set_epoch`` folding old updates)."""
+        if self._origin is not None and epoch < self._origin.epoch:
+            raise before_origin(epoch, self._origin.epoch)
 
     def _max_epoch(self) -> int:
         """Largest epoch whose member streams stay inside the int64 plan arithmetic."""
