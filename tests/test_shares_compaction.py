@@ -384,3 +384,36 @@ def test_bad_updates_in_a_state_are_refused(updates, err, match):
     state["updates"] = [[u[0], u[1][:3]] if len(u) == 2 and len(u[1]) == 4 else u for u in updates]
     with pytest.raises(err, match=match.replace("shares", "quotas")):
         DQ(labels, 8, {"a": 2, "b": 5, "c": 1}, num_replicas=1, rank=0).load_state_dict(state)
+
+
+def test_an_update_placed_beyond_what_was_computed_drops_nothing(monkeypatch):
+    """``update_shares(at=...)`` past the chunk computed ahead leaves it as it is (no position is
+    drawn twice); one inside it cuts the list being served there and the rest of the chunk is
+    drawn again. Chunks here: 1,024, 2,048, ... positions; 20,000 handed out lies in the chunk
+    [15,360, 31,744), served as lists of 8,192."""
+    calls = []
+    draw = DWS.indices
+
+    def counting(self, positions, epoch=None):
+        calls.append(len(positions))
+        return draw(self, positions, epoch)
+
+    monkeypatch.setattr(DWS, "indices", counting)
+    total = 100_000
+
+    def run(at):
+        calls.clear()
+        s = DWS(labels=LABELS, num_samples=total, num_replicas=1, rank=0, seed=5)
+        it = iter(s)
+        head = [next(it) for _ in range(20_000)]
+        if at is not None:
+            s.update_shares(np.array(SHARES[1]), at=at)
+        return head + list(it), sum(calls)
+
+    plain, computed = run(None)
+    far, computed_far = run(90_000)
+    near, computed_near = run(20_500)
+    assert computed == computed_far == total
+    assert computed_near == total + (31_744 - 20_500)  # the chunk's rest after the update
+    assert far[:90_000] == plain[:90_000] and far[90_000:] != plain[90_000:]
+    assert near[:20_500] == plain[:20_500]

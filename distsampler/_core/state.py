@@ -106,6 +106,7 @@ class EpochState:
     _last_run: int | None = None  # run position of the last share update
     _expect: int | None = None  # run position where the next update is expected
     _surprise: bool = True  # the last update landed where no chunk ended
+    _ahead: int | None = None  # run position after the last unit computed (None: none)
     _completed: bool = False  # the last iteration ran to its end (state: epoch fully consumed)
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
@@ -186,7 +187,7 @@ class EpochState:
 
     def _slices(self, chunk: int, compute, first: int, rows: int) -> Iterator[Iterator]:
         n, size = self._local_length(), first
-        self._done, self._chunk, self._completed = 0, None, False
+        self._done, self._chunk, self._completed, self._ahead = 0, None, False, None
         self._base = (self._resume, self._skip)
         if self._base == (0, 0):
             if self._started:
@@ -202,8 +203,10 @@ class EpochState:
         lo = 0
         while lo < n:
             hi = self._chunk_end(lo, min(n, lo + size))
-            arr = compute(self._local_units(lo, hi))
+            units = self._local_units(lo, hi)
+            arr = compute(units)
             self._stale = False
+            self._ahead = self.epoch * self._total() + int(units[-1]) + 1
             for at in range(0, len(arr), rows):
                 part = arr[at : at + rows]  # an array, or a list of ragged rows (lists)
                 items = part if isinstance(part, list) else part.tolist()
@@ -241,6 +244,8 @@ class EpochState:
         if self._last_run is not None and run > self._last_run:
             self._expect = run + (run - self._last_run)
         self._last_run = run
+        if self._ahead is not None and run >= self._ahead:
+            return  # nothing computed reaches it (an update placed ahead with at=)
         self._stale = True
         if self._chunk is None or self._items is None:
             return
@@ -263,7 +268,7 @@ class EpochState:
     def _finish(self) -> None:
         """An iteration ran to its end: the next one replays the epoch from its start."""
         self._resume = self._skip = self._done = 0
-        self._completed = True
+        self._completed, self._ahead = True, None
 
     def __len__(self) -> int:
         """Local items of the next iteration (equal on every rank)."""
