@@ -406,6 +406,8 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             cycled = isinstance(self._plan, Stratified) and self._plan.replacement
             origin = parse_origin(state["origin"], len(self.index.names), self.epoch, bases=cycled)
         self._install(origin, parsed)
+        if self.stratify:  # loaded shares must fit the classes, as an update's must
+            self._check_counts(self.epoch)
 
     def _install(self, origin: Origin | None, updates: list) -> None:
         """Plan from ``origin`` (or the run's start) with ``updates`` after it."""

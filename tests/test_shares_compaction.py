@@ -417,3 +417,37 @@ def test_an_update_placed_beyond_what_was_computed_drops_nothing(monkeypatch):
     assert computed_near == total + (31_744 - 20_500)  # the chunk's rest after the update
     assert far[:90_000] == plain[:90_000] and far[90_000:] != plain[90_000:]
     assert near[:20_500] == plain[:20_500]
+
+
+def test_loaded_shares_must_fit_the_classes_without_replacement():
+    """Without replacement a class cannot take more draws than it has members: a state whose
+    origin (or update) asks for that is refused on load, as the update itself would be."""
+    make = lambda: weighted(**KINDS["stratified-without-replacement"])  # noqa: E731
+    s = make()
+    s.update_shares(np.array(SHARES_WOR[1]), at=10)
+    s.set_epoch(1)
+    state = s.state_dict()
+    state["origin"]["shares"] = [0.0, 0.0, 0.0, 1.0]  # 160 draws of a 5-member class
+    with pytest.raises(ValueError, match="more than its 5 samples"):
+        make().load_state_dict(state)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_a_crafted_origin_never_yields_an_index_outside_the_dataset(data):
+    """A state is an input: whatever bases and pending windows it carries, every index drawn
+    is a sample of the dataset (members come from the class, whatever the stream index)."""
+    s = weighted()
+    s.update_shares(np.array(SHARES[2]), at=10)
+    s.set_epoch(1)
+    state = s.state_dict()
+    ints = st.integers(0, 2**40)
+    state["origin"]["bases"] = data.draw(st.lists(ints, min_size=4, max_size=4))
+    remap = st.tuples(st.integers(0, 3), ints, st.lists(ints, min_size=1, max_size=20))
+    state["origin"]["remaps"] = [list(r) for r in data.draw(st.lists(remap, max_size=5))]
+    t = weighted()
+    t.load_state_dict(state)
+    for e in (1, 2):
+        t.set_epoch(e)
+        drawn = np.array(list(t))
+        assert drawn.min() >= 0 and drawn.max() < len(LABELS)
