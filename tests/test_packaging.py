@@ -1,9 +1,11 @@
 """The package works from its wheel, not only from an editable checkout.
 
-Builds the wheel and the sdist, installs the wheel into a fresh virtual environment (torch and
-numpy come from the system site-packages: installing torch again would take minutes), and runs
-a small sampler and the command line there, from a directory outside the checkout, asserting
-that the wheel's copy is the one imported.
+Builds the wheel and the sdist, installs the wheel into a fresh virtual environment, and runs a
+small sampler and the command line there, from a directory outside the checkout, asserting that
+the wheel's copy is the one imported. torch and numpy come from the environment running the
+tests (installing torch again would take minutes): its site-packages directories are appended to
+the fresh venv's path with a ``.pth`` file. Not ``--system-site-packages``: that exposes the
+*base* interpreter's packages, which lack torch when the suite itself runs in a venv.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -37,6 +40,9 @@ q = DistributedQuotaBatchSampler(labels, 8, {1: 2}, num_replicas=1, rank=0)
 assert all(sum(i >= 90 for i in b) == 2 for b in q)
 print("ok", distsampler.__version__)
 """
+
+
+SITE = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 
 
 def _run(cmd: list, cwd: Path, env: dict | None = None) -> str:
@@ -77,11 +83,17 @@ def test_wheel_and_sdist_hold_the_package(dists):
 def test_wheel_installs_and_runs_in_a_fresh_venv(dists, tmp_path):
     (wheel,) = dists.glob("distsampler-*.whl")
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=tmp_path)
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    pip = [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall"]
-    _run([*pip, str(wheel)], cwd=tmp_path, env=env)
+    inner = _run([str(python), "-c", SITE], cwd=tmp_path, env=env).strip()
+    # The outer environment's packages (torch, numpy), after the venv's own: a plain path
+    # entry, so the outer editable install of distsampler (a .pth hook there) is not seen.
+    outer = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    (Path(inner) / "outer_env.pth").write_text("".join(f"{p}\n" for p in sorted(outer)))
+    # pip of the running environment installs into the fresh venv (--python needs pip >= 22.3).
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps"]
+    _run([*pip, "--no-index", "--force-reinstall", str(wheel)], cwd=tmp_path, env=env)
     out = _run([str(python), "-c", SMOKE], cwd=tmp_path, env=env)
     assert out.strip() == f"ok {distsampler.__version__}"
     cli = venv / "bin" / "distsampler"
