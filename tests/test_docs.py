@@ -192,7 +192,8 @@ def test_public_name_documented_with_an_example(name: str) -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     """CI runs exactly what the README tells a newcomer to run."""
     readme = (ROOT / "README.md").read_text()
-    commands = re.findall(r"^python -m venv \.venv && \. \.venv/bin/activate && python -m pip install .*&& python -m pytest$", readme, re.M)
+    venv = r"python -m venv \.venv && \. \.venv/bin/activate && "
+    commands = re.findall(rf"^{venv}python -m pip install .*&& python -m pytest$", readme, re.M)
     assert len(commands) == 1, "the README's test command, one line"
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[0] in ci, ".ci/run must run the README's test command verbatim"
