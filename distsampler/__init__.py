@@ -14,30 +14,25 @@ Public names:
 * `WeightIndex`: per-sample weights prepared for O(1) draws; build once, save, memory-map.
 * `distsampler.weights`: class weighting strategies.
 
-Module map (read in this order):
+Public modules:
 
 ===========================  ================================================================
 ``weighted``, ``quota``      the two samplers: thin, stateful (configuration, epoch, resume)
 ``bucketed``, ``sizes``      size-bucketed batches of a source's stream; per-sample sizes
-``_core/plan.py``            every index plan: ``(seed, epoch, position) -> dataset index``
-``_core/quota_plan.py``      the quota plan: ``(seed, epoch, micro-batch) -> batch``
-``pk_batches``               class batches (P classes x K samples), a thin sampler
-``_core/pk_plan.py``         the class-batch plan: ``(seed, epoch, micro-batch) -> P x K``
-``_core/bucket_plan.py``     the bucket plan: a source's windows cut into batches by size
-``_core/keyed.py``           counter-based randomness: keys, keyed hash, keyed bijection
-``_core/strata.py``          stratified class order with random access (Beatty tree)
-``_core/sharding.py``        the world, and which plan positions a rank reads
-``_core/state.py``           epoch, resume point, configuration as data, state dicts
-``_core/checks.py``          argument validation (one rule, torch's wording)
-``_core/index_store.py``     the storage plans read: group members, weight draw tables
-``_core/index_files.py``     atomic index saves (manifest last); loads that check the files
+``pk_batches``               class batches (P classes x K samples per local batch)
 ``groups``, ``coco``         the label index (``GroupIndex``), COCO reading
 ``weight_index``             per-sample weights for O(1) draws (``WeightIndex``)
-``weights``                  class weighting strategies (balanced, sqrt, effective number...)
+``weights``                  class weighting strategies and ``StepSchedule``
+``feedback``                 shares that follow a metric during training
+``shards``                   sharded storage: ``ShardLayout``, ``ShardedDataset``
 ``transforms``, ``collate``  MixUp, CutMix, Remix; detection collation
-``integrations/``            HF Accelerate, HF Trainer, Lightning, torchdata
-``inspect/``                 the ``distsampler inspect`` command line
+``integrations``             HF Accelerate, HF Trainer, Lightning, torchdata
+``inspect``                  the ``distsampler inspect`` command line
 ===========================  ================================================================
+
+Modules and packages whose names start with ``_`` (the plan engine in ``_core``) are private:
+their names and signatures may change in any release. The design contract (docs/design.md)
+describes the engine.
 """
 
 from . import weights

@@ -22,6 +22,11 @@ __all__ = ["DistributedClassBatchSampler"]
 SMALL_CLASSES = ("replace", "skip", "error")
 
 
+def _classes(n: int) -> str:
+    """``"1 class has"`` / ``"3 classes have"``."""
+    return "1 class has" if n == 1 else f"{n} classes have"
+
+
 class DistributedClassBatchSampler(BatchPlanSampler):
     """Batches of ``P`` distinct classes x ``K`` samples each (metric learning), under DDP.
 
@@ -132,9 +137,10 @@ class DistributedClassBatchSampler(BatchPlanSampler):
         self.num_small_classes = int(small.sum())
         self.num_singleton_classes = int((sizes == 1).sum())
         names = [self.index.names[g] for g in np.flatnonzero(small)[:5]]
+        n_small = _classes(self.num_small_classes)
         if self.num_small_classes and small_classes == "error":
             raise ValueError(
-                f"{self.num_small_classes} classes have fewer than samples_per_class={K} "
+                f"{n_small} fewer than samples_per_class={K} "
                 f"members (e.g. {names!r}); pass small_classes='replace' or 'skip'"
             )
         eligible = sizes >= (K if small_classes == "skip" else 1)
@@ -147,14 +153,14 @@ class DistributedClassBatchSampler(BatchPlanSampler):
         self.eligible_classes = np.flatnonzero(eligible).astype(np.int64)
         if self.num_small_classes:
             what = "skipped" if small_classes == "skip" else "filled by repeating members"
+            one = "has" if self.num_singleton_classes == 1 else "have"
             ones = (
-                f"; {self.num_singleton_classes} have one member and never form a positive pair"
+                f"; {self.num_singleton_classes} {one} one member and never form a positive pair"
                 if self.num_singleton_classes and small_classes == "replace"
                 else ""
             )
             warnings.warn(
-                f"{self.num_small_classes} classes have fewer than samples_per_class={K} "
-                f"members ({what}){ones}",
+                f"{n_small} fewer than samples_per_class={K} members ({what}){ones}",
                 stacklevel=2,
             )
         C = len(self.eligible_classes)
@@ -163,6 +169,15 @@ class DistributedClassBatchSampler(BatchPlanSampler):
                 f"classes_per_batch should be at most half the {C} eligible classes "
                 f"({C // 2}), but got classes_per_batch={P}: distinct classes per batch and "
                 "across ranks need twice as many classes as a batch holds"
+            )
+        if self.num_replicas * P > C // 2:
+            warnings.warn(
+                f"num_replicas x classes_per_batch = {self.num_replicas} x {P} = "
+                f"{self.num_replicas * P} is more than half the {C} eligible classes "
+                f"({C // 2}): a class may then appear on two ranks in one global step (each "
+                f"local batch still holds {P} distinct classes); use fewer classes per batch, "
+                "or more classes",
+                stacklevel=2,
             )
         self._num_batches_arg = num_batches
         if num_batches is None:

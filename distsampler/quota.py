@@ -233,52 +233,54 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         )
 
     # -- argument parsing ----------------------------------------------------------------------
-    def _parse_quotas(self, quotas) -> np.ndarray:
+    def _parse_quotas(self, quotas, argument: str = "quotas") -> np.ndarray:
         """Expected draws of each group per batch (floats summing to batch_size)."""
         if not isinstance(quotas, Mapping):
-            raise TypeError(f"quotas should be a mapping group -> int or float, but got {quotas!r}")
+            raise TypeError(
+                f"{argument} should be a mapping group -> int or float, but got {quotas!r}"
+            )
         idx, bs = self.index, self.batch_size
         per = np.zeros(len(idx.names))
         named = np.zeros(len(idx.names), dtype=bool)
         self._float_named = np.zeros(len(idx.names), dtype=bool)
         for name, q in quotas.items():
-            g = idx.code(name, "quotas")
+            g = idx.code(name, argument)
             if isinstance(q, (bool, np.bool_)):
-                raise TypeError(f"quotas[{name!r}] should be an int or a float, but got {q!r}")
+                raise TypeError(f"{argument}[{name!r}] should be an int or a float, but got {q!r}")
             if isinstance(q, (int, np.integer)):
                 if q < 0:
-                    raise ValueError(f"quotas[{name!r}] should be >= 0, but got {q}")
+                    raise ValueError(f"{argument}[{name!r}] should be >= 0, but got {q}")
                 if idx.multilabel and q > idx.sizes[g]:
                     raise ValueError(
-                        f"quotas[{name!r}]={q} asks for more distinct samples per batch than the "
-                        f"{idx.sizes[g]} samples containing {name!r}"
+                        f"{argument}[{name!r}]={q} asks for more distinct samples per batch "
+                        f"than the {idx.sizes[g]} samples containing {name!r}"
                     )
                 per[g] = int(q)
             elif isinstance(q, (float, np.floating)):
                 if not np.isfinite(q) or q <= 0:
-                    raise ValueError(f"quotas[{name!r}] share should be in (0, 1), but got {q}")
+                    raise ValueError(f"{argument}[{name!r}] share should be in (0, 1), but got {q}")
                 if q >= 1:
                     hint = f" (did you mean the count {int(q)}?)" if float(q).is_integer() else ""
                     raise ValueError(
-                        f"quotas[{name!r}] share should be in (0, 1), but got {q}{hint}; "
+                        f"{argument}[{name!r}] share should be in (0, 1), but got {q}{hint}; "
                         "an int is a count per batch"
                     )
                 per[g] = float(q) * bs
                 self._float_named[g] = True
             else:
-                raise TypeError(f"quotas[{name!r}] should be an int or a float, but got {q!r}")
+                raise TypeError(f"{argument}[{name!r}] should be an int or a float, but got {q!r}")
             named[g] = True
         taken = per.sum()
         if taken > bs + 1e-9:
             raise ValueError(
-                f"quotas ask for {taken:g} samples per batch, more than batch_size={bs}"
+                f"{argument} ask for {taken:g} samples per batch, more than batch_size={bs}"
             )
         rest = bs - taken
         free = ~named
         if rest > 1e-9:
             if not free.any():
                 raise ValueError(
-                    f"quotas fill {taken:g} of batch_size={bs} slots and name every group, so "
+                    f"{argument} fill {taken:g} of batch_size={bs} slots and name every group, so "
                     "nothing fills the rest; make the quotas sum to batch_size"
                 )
             sizes = idx.sizes[free].astype(np.float64)
@@ -337,8 +339,9 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         folds them the same way in memory; earlier epochs are then refused.
 
         Args:
-            shares: a mapping naming every group: an int is a count per batch, a float in
-                ``(0, 1)`` a share (as ``quotas=``, but every group must be named); or an
+            shares: a mapping group -> quota read as ``quotas=`` is: an int is a count per
+                batch, a float in ``(0, 1)`` a share, and groups not named share the remaining
+                slots in proportion to their sizes; or an
                 array of shares in group order (``sampler.index.names``), normalised and
                 spread as float shares.
             accumulation_steps: micro-batches per optimizer step.
@@ -360,21 +363,18 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
     def _update_quotas(self, shares) -> tuple[np.ndarray, np.ndarray]:
         names, bs = self.index.names, self.batch_size
         if isinstance(shares, Mapping):
-            missing = [n for n in names if n not in shares]
-            if missing:
-                raise ValueError(
-                    f"shares has no entry for groups {missing[:10]!r}; name every group "
-                    "(0 excludes it)"
-                )
+            # Read as the constructor reads quotas=: groups not named share the rest.
             for k, v in shares.items():
                 if isinstance(v, (float, np.floating)) and not np.isfinite(v):
                     raise ValueError(f"shares[{k!r}] should be finite, but got {v!r}")
             saved = self._float_named
             try:
-                per = self._parse_quotas(shares)
-                named = self._float_named
+                per = self._parse_quotas(shares, "shares")
             finally:
                 self._float_named = saved
+            # A group spreads alone exactly when its count is fractional: the rule a resumed
+            # state applies to its updates (``_install``), so live and resumed streams agree.
+            named = np.abs(per - np.round(per)) >= 1e-9
         else:
             per = share_array(shares, len(names), "group") * bs
             named = per > 0

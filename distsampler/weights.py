@@ -354,7 +354,10 @@ def _named_shares(name: str, shares: Mapping, names: tuple[Hashable, ...]) -> np
     _check_mapping(name, shares)
     unknown = [k for k in shares if k not in names]
     if unknown:
-        raise ValueError(f"{name} names groups {unknown[:10]!r} that are not in the labels")
+        raise ValueError(
+            f"{name} names groups {unknown[:10]!r} that are not in the labels; "
+            f"the groups are {list(names)[:20]!r}"
+        )
     missing = [n for n in names if n not in shares]
     if missing:
         raise ValueError(

@@ -419,7 +419,7 @@ def test_quota_accumulation_boundary():
 @pytest.mark.parametrize(
     "shares,match",
     [
-        ({"a": 2, "b": 5}, "no entry for groups"),
+        ({"a": 2, "b": 5, "c": 0}, "nothing fills the rest"),  # unnamed groups would fill it
         ({"a": 2, "b": 5, "c": 1, "z": 1}, "z"),
         ({"a": 2, "b": 9, "c": 1}, "more than batch_size"),
         ({"a": float("nan"), "b": 0.5, "c": 0.25}, "finite"),
