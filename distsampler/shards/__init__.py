@@ -1,0 +1,27 @@
+"""Sharded storage: exact balance and quotas over WebDataset tars and Parquet on object storage.
+
+* :class:`ShardLayout`: which dataset indices live in which shard (tar files, Parquet files or
+  row groups), built from the shards' headers or footers in one pass, saved and loaded as an
+  index file.
+* :class:`ShardedDataset`: a map-style dataset that fetches whole shards into a node-local
+  cache, in the order the sampler's schedule opens them.
+
+Runtime dependencies stay torch and numpy: fsspec is imported only to read a URL, pyarrow only
+for Parquet (extras ``shards`` and ``parquet``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .layout import ShardLayout
+
+__all__ = ["ShardLayout", "ShardedDataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ShardedDataset":  # imported on first use: the reader's imports stay lazy
+        from .reader import ShardedDataset
+
+        return ShardedDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
