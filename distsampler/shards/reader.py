@@ -1,0 +1,725 @@
+"""``ShardedDataset``: sample ``i`` of a sharded dataset, read through a bounded node-local cache.
+
+Each process (the main one and every DataLoader worker) makes its own runtime on first use:
+the fsspec filesystem, the sampler's shard schedule for the epoch, and a prefetch thread. None
+of it is pickled, so the dataset crosses ``fork`` and ``spawn`` as plain configuration.
+
+The cache keeps, per rank, at most ``cache_shards`` shards for each lane the rank serves plus
+``prefetch`` shards the schedule opens next (see :mod:`distsampler.shards.cache`). A lane's
+progress (the furthest schedule entry it has read) is shared by the rank's processes through
+``cache_dir``; a shard a lane has moved ``cache_shards`` entries past is done and goes first,
+then the shard needed furthest ahead. A read outside the window (a worker that lags, a shard
+of another rank) never takes a slot: it reads the sample's byte range when the shard's index
+is known, else the whole shard into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import operator
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .cache import ShardStore
+from .fetch import Fetcher, ShardFetchError
+
+__all__ = ["ShardFetchError", "ShardedDataset"]
+
+_MEMO = 64  # shard indexes (and resident headers) a process keeps in memory
+_FLUSH_S = 0.2  # seconds between counter-file writes for hits alone
+
+
+def _name_of(url: str) -> str:
+    """The cache file name of a URL: a digest (URLs differ) plus a readable tail."""
+    digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+    tail = re.sub(r"[^A-Za-z0-9._-]", "_", url.rstrip("/").rsplit("/", 1)[-1])[-48:]
+    return f"{digest}-{tail}"
+
+
+class _Memo(OrderedDict):
+    """A small LRU dict."""
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > _MEMO:
+            self.popitem(last=False)
+
+
+class ShardedDataset(Dataset):
+    """Map-style dataset over tar (WebDataset) or Parquet shards, cached by the sampler's plan.
+
+    ``dataset[i]`` is sample ``i`` of ``layout`` whatever the cache holds: a dict
+    ``{"__key__": key, "<ext>": bytes, ...}`` for tar shards, the row as a dict for Parquet,
+    passed through ``decode`` if given. The schedule only decides what is fetched ahead and
+    what is evicted.
+
+    Args:
+        layout: a ``ShardLayout`` with ``urls`` (``from_webdataset`` or ``from_parquet``).
+        sampler: the sampler built with ``shards=layout`` whose order the DataLoader follows
+            (its ``shard_schedule``, ``lanes_served`` and ``resident_indices`` guide the
+            cache); ``None``: no prefetch, least recently used shards evicted first.
+        cache_dir: a node-local directory shared by the node's ranks and workers.
+        cache_shards: shards kept per lane served (default: the sampler's ``cache_shards``,
+            else 2); at least 1 and at least the sampler's.
+        prefetch: extra shards fetched ahead of the lanes (default: one per lane served;
+            0 without a sampler).
+        decode: a callable applied to each sample dict.
+        retries: extra attempts after a transient fetch failure (then ``ShardFetchError``
+            naming the URL).
+        timeout: seconds for one HTTP(S) request.
+        storage_options: keyword arguments for the fsspec filesystem.
+
+    Trap: with ``persistent_workers=True`` a worker keeps the sampler copy it was started
+    with, so its schedule stays the first epoch's; reads stay exact, prefetch grows stale.
+    """
+
+    def __init__(
+        self,
+        layout: Any,
+        sampler: Any = None,
+        *,
+        cache_dir: str | os.PathLike,
+        cache_shards: int | None = None,
+        prefetch: int | None = None,
+        decode: Callable[[dict], Any] | None = None,
+        retries: int = 3,
+        timeout: float = 60.0,
+        storage_options: dict | None = None,
+    ) -> None:
+        urls = getattr(layout, "urls", None)
+        if urls is None:
+            raise ValueError(
+                "ShardedDataset needs a layout with shard URLs; this one has none (made by "
+                "ShardLayout.from_sizes?): build it with ShardLayout.from_webdataset(urls) or "
+                "ShardLayout.from_parquet(paths)"
+            )
+        fmt = getattr(layout, "format", None) or "webdataset"
+        if fmt not in ("webdataset", "parquet"):
+            raise ValueError(
+                f"layout.format={fmt!r} is not readable; supported: 'webdataset', 'parquet'"
+            )
+        wanted = getattr(sampler, "cache_shards", None) if sampler is not None else None
+        if cache_shards is None:
+            cache_shards = int(wanted) if wanted is not None else 2
+        if isinstance(cache_shards, bool) or not isinstance(cache_shards, (int, np.integer)):
+            raise TypeError(f"cache_shards should be an int, but got {cache_shards!r}")
+        if cache_shards < 1:
+            raise ValueError(
+                f"cache_shards should be >= 1 (shards kept per lane), but got {cache_shards}"
+            )
+        if wanted is not None and cache_shards < int(wanted):
+            raise ValueError(
+                f"cache_shards={cache_shards} is below the sampler's cache_shards={wanted}: "
+                f"each lane reads from {wanted} shards at a time; pass cache_shards>={wanted} "
+                "or leave it out"
+            )
+        lanes = tuple(int(x) for x in sampler.lanes_served()) if sampler is not None else ()
+        if prefetch is None:
+            prefetch = len(lanes)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)):
+            raise TypeError(f"prefetch should be an int, but got {prefetch!r}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch should be >= 0 (shards fetched ahead), but got {prefetch}")
+        if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+            raise ValueError(f"retries should be an int >= 0, but got {retries!r}")
+        if not float(timeout) > 0:
+            raise ValueError(f"timeout should be > 0 seconds, but got {timeout!r}")
+        if decode is not None and not callable(decode):
+            raise TypeError(f"decode should be a callable or None, but got {decode!r}")
+        own = getattr(sampler, "shards", None) if sampler is not None else None
+        if (
+            own is not None
+            and own is not layout
+            and hasattr(layout, "fingerprint")
+            and own.fingerprint() != layout.fingerprint()
+        ):
+            raise ValueError(
+                "the sampler was built with another layout (shards=) than this dataset's: "
+                "pass the same ShardLayout to both"
+            )
+        self.layout = layout
+        self.sampler = sampler
+        self.cache_dir = os.fspath(cache_dir)
+        self.cache_shards = int(cache_shards)
+        self.prefetch = int(prefetch)
+        self.decode = decode
+        self.retries = int(retries)
+        self.timeout = float(timeout)
+        self.storage_options = dict(storage_options or {})
+        self.format = fmt
+        self.lanes = lanes
+        self.bound = self.cache_shards * max(1, len(lanes)) + self.prefetch
+        self._offsets = np.asarray(layout.offsets, dtype=np.int64)
+        self._urls = tuple(str(u) for u in urls)
+        self._names = tuple(_name_of(u) for u in self._urls)
+        self._shard_of_name = {n: s for s, n in reversed(list(enumerate(self._names)))}
+        self._row_groups = getattr(layout, "row_groups", None)
+        sizes = getattr(layout, "shard_bytes", None)
+        self._shard_bytes = None if sizes is None else np.asarray(sizes, dtype=np.int64)
+        key = hashlib.sha1("\n".join(self._urls).encode()).hexdigest()[:8]
+        if lanes:
+            who = "-".join(map(str, lanes))
+            if len(who) > 40:
+                who = hashlib.sha1(who.encode()).hexdigest()[:12]
+            self._tag = f"{key}-lanes-{who}"
+        else:
+            self._tag = f"{key}-rank{_rank()}"
+        os.makedirs(self.cache_dir, exist_ok=True)
+        self._rt: _Runtime | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_rt"] = None  # threads, file system objects and memos stay in their process
+        return state
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getitem__(self, index: int) -> Any:
+        i = operator.index(index)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} is out of range for a dataset of {len(self)} samples")
+        rt = self._rt
+        if rt is None or rt.pid != os.getpid():
+            rt = self._rt = _Runtime(self)
+        sample = rt.get(i)
+        return sample if self.decode is None else self.decode(sample)
+
+    def stats(self, all_ranks: bool = False) -> dict[str, int]:
+        """Counters summed over this rank's processes (``all_ranks``: every rank of the node).
+
+        Keys: ``shards_fetched`` (whole shards downloaded into the cache), ``prefetched`` (of
+        those, by the prefetch thread), ``bytes_fetched`` (every byte read from the source),
+        ``out_of_schedule`` (whole shards read into memory), ``range_reads``, ``hits``,
+        ``resident_hits``, ``evictions``, ``retries``, plus ``bound`` and ``cached`` (shards
+        this rank holds now). Each process writes its counters to ``cache_dir/stats/`` after
+        every fetch and at most every 0.2 s otherwise, so ``hits`` may lag by a worker's last
+        few items; fetch counters are exact.
+        """
+        if self._rt is not None and self._rt.pid == os.getpid():
+            self._rt.flush(force=True)
+        total: Counter[str] = Counter()
+        stats = Path(self.cache_dir) / "stats"
+        prefix = "" if all_ranks else f"{self._tag}."
+        if stats.is_dir():
+            for f in stats.iterdir():
+                if not f.name.startswith(prefix) or not f.name.endswith(".json"):
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    total.update({k: int(v) for k, v in json.loads(f.read_text()).items()})
+        out = {k: int(total.get(k, 0)) for k in _COUNTERS}
+        out["bound"] = self.bound
+        out["cached"] = len(ShardStore(self.cache_dir, self._tag, self.bound).held())
+        return out
+
+    def reset_stats(self) -> None:
+        """Forget the counters of this rank's processes (e.g. between benchmark epochs)."""
+        if self._rt is not None and self._rt.pid == os.getpid():
+            self._rt.counters.clear()
+        stats = Path(self.cache_dir) / "stats"
+        if stats.is_dir():
+            for f in stats.glob(f"{self._tag}.*.json"):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        if self._rt is not None:
+            self._rt.flush(force=True)
+
+
+_COUNTERS = (
+    "shards_fetched",
+    "prefetched",
+    "bytes_fetched",
+    "out_of_schedule",
+    "range_reads",
+    "hits",
+    "resident_hits",
+    "evictions",
+    "retries",
+)
+
+
+def _rank() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except Exception:  # pragma: no cover - torch builds without distributed
+        pass
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+class _Runtime:
+    """The per-process half of a ShardedDataset (never pickled)."""
+
+    def __init__(self, ds: ShardedDataset) -> None:
+        self.ds = ds
+        self.pid = os.getpid()
+        self.fetcher = Fetcher(ds.retries, ds.timeout, ds.storage_options)
+        self.store = ShardStore(ds.cache_dir, ds._tag, ds.bound)
+        self.root = Path(ds.cache_dir)
+        for d in ("index", "resident", "stats"):
+            (self.root / d).mkdir(exist_ok=True)
+        self.lock = threading.RLock()
+        self.counters: Counter[str] = Counter()
+        self.stats_file = self.root / "stats" / f"{ds._tag}.{self.pid}-{uuid.uuid4().hex[:8]}.json"
+        self.last_flush = 0.0
+        self.indexes = _Memo()  # shard -> list of (key, ((ext, offset, size), ...))
+        self.rows = _Memo()  # parquet: (name, row group) -> rows
+        self.res_heads = _Memo()  # shard -> (data offset, {index: sample})
+        self.extracted: set[int] = set()
+        self.epoch: int | None = None
+        self.where: dict[str, list[tuple[int, int]]] = {}
+        self.order: dict[int, list[str]] = {}
+        self.progress: dict[int, int] = {}
+        self.last_name: str | None = None
+        self.resident = np.zeros(0, dtype=np.int64)
+        self.resident_epoch: int | None = None
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.has_sampler = ds.sampler is not None
+
+    # -- schedule ------------------------------------------------------------------------------
+
+    def _sync_epoch(self) -> None:
+        sampler = self.ds.sampler
+        if sampler is None:
+            return
+        epoch = int(getattr(sampler, "epoch", 0))
+        if epoch == self.epoch:
+            return
+        schedule = sampler.shard_schedule(epoch)
+        order: dict[int, list[str]] = {}
+        where: dict[str, list[tuple[int, int]]] = {}
+        for lane, shards in schedule.items():
+            names = [self.ds._names[int(s)] for s in np.asarray(shards, dtype=np.int64)]
+            order[int(lane)] = names
+            for pos, name in enumerate(names):
+                where.setdefault(name, []).append((int(lane), pos))
+        with self.lock:
+            self.order, self.where, self.epoch = order, where, epoch
+            self.progress = {lane: -1 for lane in order}
+            self.last_name = None
+            if hasattr(sampler, "resident_indices"):
+                self.resident = np.asarray(sampler.resident_indices(), dtype=np.int64)
+        if self.ds.prefetch > 0 and self.thread is None:
+            self.thread = threading.Thread(
+                target=self._prefetch_loop, name="distsampler-prefetch", daemon=True
+            )
+            self.thread.start()
+        self.wake.set()
+
+    def _note(self, name: str) -> None:
+        """A lane read ``name``: raise that lane's progress (shared with the rank's processes)."""
+        k = self.ds.cache_shards
+        best = None
+        for lane, pos in self.where.get(name, ()):
+            gap = pos - self.progress.get(lane, -1)
+            if gap <= 0:
+                return  # inside a window already opened
+            if best is None or gap < best[0]:
+                best = (gap, lane, pos)
+        if best is None:
+            return
+        gap, lane, pos = best
+        if gap > k:  # another process of the rank may have moved on: look again
+            shared = self.store.progress()
+            if shared["epoch"] == self.epoch:
+                for ln, p in shared["lanes"].items():
+                    self.progress[ln] = max(p, self.progress.get(ln, -1))
+                if pos <= self.progress.get(lane, -1):
+                    return
+        merged = self.store.merge_progress(self.epoch, {lane: pos})  # type: ignore[arg-type]
+        with self.lock:
+            for ln, p in merged.items():
+                self.progress[ln] = max(p, self.progress.get(ln, -1))
+        self.wake.set()
+
+    def _status(self, name: str, progress: dict[int, int]) -> tuple[int, int]:
+        """(class, distance): 0 done or off the schedule, 1 ahead (by distance), 2 open."""
+        k = self.ds.cache_shards
+        best = (0, 0)
+        for lane, pos in self.where.get(name, ()):
+            p = progress.get(lane, -1)
+            if pos > p:
+                if best[0] == 0 or pos - p < best[1]:
+                    best = (1, pos - p)
+            elif pos > p - k:
+                return (2, 0)
+        return best
+
+    def _victims(self, keep_closer_than: int) -> Callable[[list[str], dict], list[str]]:
+        def victims(held: list[str], shared: dict) -> list[str]:
+            if not self.has_sampler:
+
+                def age(n: str) -> float:
+                    try:
+                        return os.stat(self.store.path(n)).st_mtime
+                    except OSError:
+                        return 0.0
+
+                return sorted(held, key=age)
+            progress = dict(self.progress)
+            if shared.get("epoch") == self.epoch:
+                for ln, p in shared["lanes"].items():
+                    progress[ln] = max(p, progress.get(ln, -1))
+            ranked = []
+            for n in held:
+                cls, dist = self._status(n, progress)
+                if cls == 0:
+                    ranked.append((0, 0, n))
+                elif cls == 1 and dist > keep_closer_than:
+                    ranked.append((1, -dist, n))
+            return [n for *_, n in sorted(ranked)]
+
+        return victims
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, i: int) -> Any:
+        self._sync_epoch()
+        s = int(np.searchsorted(self.ds._offsets, i, side="right")) - 1
+        name = self.ds._names[s]
+        pos = np.searchsorted(self.resident, i)
+        if pos < len(self.resident) and self.resident[pos] == i:
+            got = self._resident(s, i)
+            if got is not None:
+                self.count("resident_hits")
+                return got
+        elif self.has_sampler and name != self.last_name:
+            self._note(name)
+            self.last_name = name
+        for _ in range(8):
+            try:
+                with open(self.store.path(name), "rb") as fh:
+                    out = self._read(s, i, fh)
+                self.count("hits")
+                if not self.has_sampler and name != self.last_name:
+                    self.store.touch(name)
+                    self.last_name = name
+                return out
+            except FileNotFoundError:
+                pass
+            cls = self._status(name, self.progress)[0] if self.has_sampler else 2
+            if cls == 0:
+                break
+            state = self.store.reserve(name, self._victims(0))
+            if state == "pending":
+                self.store.wait(name)
+            elif state == "reserved":
+                self._fill(s, name, prefetched=False)
+            elif state == "full":
+                break
+        return self._out_of_schedule(s, i)
+
+    def _fill(self, s: int, name: str, prefetched: bool) -> None:
+        expect = None
+        if self.ds.format == "webdataset" and self.ds._shard_bytes is not None:
+            expect = int(self.ds._shard_bytes[s])
+        before = self.fetcher.retried
+        try:
+            got = self.store.fill(
+                name, lambda tmp: self.fetcher.download(self.ds._urls[s], tmp, expect)
+            )
+        finally:
+            self.count("retries", self.fetcher.retried - before, flush=False)
+        self.count("evictions", self.store.evictions, flush=False)
+        self.store.evictions = 0
+        if got:
+            self.count("shards_fetched", 1, flush=False)
+            self.count("bytes_fetched", got, flush=False)
+            if prefetched:
+                self.count("prefetched", 1, flush=False)
+        self.flush(force=True)
+
+    def _read(self, s: int, i: int, fh: Any) -> Any:
+        """Sample ``i`` out of the open cached file of shard ``s``."""
+        if self.ds.format == "parquet":
+            rows = self._rows(s, fh)
+            return rows[i - int(self.ds._offsets[s])]
+        samples = self._index(s, fh)
+        key, members = samples[i - int(self.ds._offsets[s])]
+        out: dict[str, Any] = {"__key__": key}
+        fd = fh.fileno()
+        for ext, off, size in members:
+            data = os.pread(fd, size, off)
+            if len(data) != size:
+                raise ValueError(
+                    f"shard {s} ({self.ds._urls[s]!r}) is truncated at byte {off + len(data)}: "
+                    f"sample {key!r} needs bytes {off}..{off + size}"
+                )
+            out[ext] = data
+        self._extract(s, fh)
+        return out
+
+    def _rows(self, s: int, src: Any) -> list[dict]:
+        from .parquet import read_rows
+
+        rg = None if self.ds._row_groups is None else int(self.ds._row_groups[s])
+        key = (self.ds._names[s], rg)
+        rows = self.rows.get(key)
+        if rows is None:
+            rows = read_rows(src, rg)
+            if len(rows) != int(self.ds._offsets[s + 1] - self.ds._offsets[s]):
+                raise ValueError(
+                    f"shard {s} ({self.ds._urls[s]!r}) holds {len(rows)} rows, the layout says "
+                    f"{int(self.ds._offsets[s + 1] - self.ds._offsets[s])}: the file changed "
+                    "since the layout was made; make the layout again"
+                )
+            self.rows.put(key, rows)
+        return rows
+
+    def _index(self, s: int, data: Any) -> list:
+        """The samples of tar shard ``s`` (memo, then ``cache_dir/index``, then a parse)."""
+        samples = self.indexes.get(s)
+        if samples is not None:
+            return samples
+        path = self.root / "index" / f"{self.ds._names[s]}.json"
+        want = int(self.ds._offsets[s + 1] - self.ds._offsets[s])
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            samples = _check_index(json.loads(path.read_text()), want)
+        if samples is None:
+            if data is None:
+                return None  # type: ignore[return-value]
+            from .tar import TarError, iter_tar_samples
+
+            try:
+                parsed = iter_tar_samples(data, self.ds._urls[s])
+            except TarError as e:
+                if hasattr(data, "fileno"):
+                    self.store.drop(self.ds._names[s])
+                raise TarError(f"shard {s} of the layout: {e}") from e
+            samples = [(p.key, tuple((m.ext, m.offset, m.size) for m in p.members)) for p in parsed]
+            if len(samples) != want:
+                if hasattr(data, "fileno"):
+                    self.store.drop(self.ds._names[s])
+                raise ValueError(
+                    f"shard {s} ({self.ds._urls[s]!r}) holds {len(samples)} samples, the "
+                    f"layout says {want}: the shard changed since the layout was made; make "
+                    "the layout again"
+                )
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps([[k, [list(m) for m in ms]] for k, ms in samples]))
+            os.replace(tmp, path)
+        self.indexes.put(s, samples)
+        return samples
+
+    def _out_of_schedule(self, s: int, i: int) -> Any:
+        """Sample ``i`` without a cache slot: its byte range if the index is known, else the
+        whole shard into memory (its resident samples are extracted on the way)."""
+        url = self.ds._urls[s]
+        before = self.fetcher.retried
+        try:
+            if self.ds.format == "webdataset":
+                samples = self._index(s, None)
+                if samples is not None:
+                    key, members = samples[i - int(self.ds._offsets[s])]
+                    lo = min(off for _, off, _ in members) if members else 0
+                    hi = max(off + size for _, off, size in members) if members else 0
+                    data = self.fetcher.read_range(url, lo, hi) if hi > lo else b""
+                    self.count("range_reads", 1, flush=False)
+                    self.count("bytes_fetched", len(data), flush=False)
+                    out = {"__key__": key}
+                    for ext, off, size in members:
+                        out[ext] = data[off - lo : off - lo + size]
+                    return out
+            data = self.fetcher.read_all(url)
+            self.count("out_of_schedule", 1, flush=False)
+            self.count("bytes_fetched", len(data), flush=False)
+        finally:
+            self.count("retries", self.fetcher.retried - before, flush=False)
+            self.flush(force=True)
+        if self.ds.format == "parquet":
+            import io
+
+            return self._rows(s, io.BytesIO(data))[i - int(self.ds._offsets[s])]
+        expect = None if self.ds._shard_bytes is None else int(self.ds._shard_bytes[s])
+        if expect is not None and len(data) < expect:
+            raise ValueError(
+                f"shard {s} ({url!r}) is truncated at byte {len(data)}: the layout says it "
+                f"has {expect} bytes"
+            )
+        samples = self._index(s, data)
+        key, members = samples[i - int(self.ds._offsets[s])]
+        out = {"__key__": key}
+        for ext, off, size in members:
+            out[ext] = bytes(data[off : off + size])
+        self._extract(s, data)
+        return out
+
+    # -- resident samples ----------------------------------------------------------------------
+
+    def _resident_of(self, s: int) -> np.ndarray:
+        lo, hi = int(self.ds._offsets[s]), int(self.ds._offsets[s + 1])
+        a, b = np.searchsorted(self.resident, [lo, hi])
+        return self.resident[a:b]
+
+    def _extract(self, s: int, src: Any) -> None:
+        """Copy the resident samples of tar shard ``s`` into ``cache_dir/resident`` (once)."""
+        if s in self.extracted or self.ds.format != "webdataset":
+            return
+        self.extracted.add(s)
+        wanted = self._resident_of(s)
+        if len(wanted) == 0:
+            return
+        path = self.root / "resident" / f"{self.ds._names[s]}.bin"
+        head = self._res_head(s)
+        if head is not None and all(int(x) in head[1] for x in wanted):
+            return
+        samples = self._index(s, src)
+        base = int(self.ds._offsets[s])
+        table: dict[str, list] = {}
+        chunks: list[bytes] = []
+        at = 0
+        for idx in wanted.tolist():
+            key, members = samples[idx - base]
+            ms = []
+            for ext, off, size in members:
+                if hasattr(src, "fileno"):
+                    blob = os.pread(src.fileno(), size, off)
+                else:
+                    blob = bytes(src[off : off + size])
+                chunks.append(blob)
+                ms.append([ext, at, len(blob)])
+                at += len(blob)
+            table[str(idx)] = [key, ms]
+        header = json.dumps(table).encode()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(b"%d\n" % len(header))
+            fh.write(header)
+            for c in chunks:
+                fh.write(c)
+        os.replace(tmp, path)
+        self.res_heads.pop(s, None)
+
+    def _res_head(self, s: int) -> tuple[int, dict] | None:
+        head = self.res_heads.get(s)
+        if head is not None:
+            return head
+        path = self.root / "resident" / f"{self.ds._names[s]}.bin"
+        try:
+            with open(path, "rb") as fh:
+                n = int(fh.readline())
+                table = json.loads(fh.read(n))
+                base = fh.tell()
+        except (OSError, ValueError):
+            return None
+        head = (base, {int(k): v for k, v in table.items()})
+        self.res_heads.put(s, head)
+        return head
+
+    def _resident(self, s: int, i: int) -> dict | None:
+        if self.ds.format != "webdataset":
+            return None
+        head = self._res_head(s)
+        if head is None or i not in head[1]:
+            return None
+        base, table = head
+        key, members = table[i]
+        out: dict[str, Any] = {"__key__": key}
+        path = self.root / "resident" / f"{self.ds._names[s]}.bin"
+        try:
+            with open(path, "rb") as fh:
+                for ext, off, size in members:
+                    out[ext] = os.pread(fh.fileno(), int(size), base + int(off))
+        except OSError:
+            return None
+        if any(len(out[ext]) != int(size) for ext, _, size in members):
+            self.res_heads.pop(s, None)
+            return None
+        return out
+
+    # -- prefetch ------------------------------------------------------------------------------
+
+    def _prefetch_loop(self) -> None:
+        while self.pid == os.getpid():
+            self.wake.wait(0.5)
+            self.wake.clear()
+            try:
+                self._prefetch_once()
+            except Exception:  # the demand path reports errors; prefetch only tries
+                time.sleep(0.2)
+            self.flush()
+
+    def _prefetch_once(self) -> None:
+        with self.lock:
+            order = self.order
+            progress = dict(self.progress)
+            epoch = self.epoch
+        shared = self.store.progress()
+        if shared["epoch"] == epoch:
+            for ln, p in shared["lanes"].items():
+                progress[ln] = max(p, progress.get(ln, -1))
+        wanted: list[tuple[int, str, int]] = []
+        seen: set[str] = set()
+        longest = max((len(v) for v in order.values()), default=0)
+        for dist in range(1, longest + 1):
+            for lane in sorted(order):
+                pos = progress.get(lane, -1) + dist
+                if pos < len(order[lane]):
+                    name = order[lane][pos]
+                    if name not in seen and self._status(name, progress)[0] != 2:
+                        seen.add(name)
+                        wanted.append((dist, name, pos))
+            if len(wanted) >= self.ds.prefetch:
+                break
+        for dist, name, _ in wanted[: self.ds.prefetch]:
+            if self.epoch != epoch:
+                return
+            if self.store.path(name).exists():
+                continue
+            state = self.store.reserve(name, self._victims(dist))
+            if state == "full":
+                return
+            if state == "reserved":
+                s = self.ds._shard_of_name[name]
+                self._fill(s, name, prefetched=True)
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def count(self, key: str, n: int = 1, flush: bool = True) -> None:
+        if n:
+            with self.lock:
+                self.counters[key] += n
+            if flush:
+                self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_flush < _FLUSH_S:
+            return
+        self.last_flush = now
+        with self.lock:
+            doc = json.dumps(dict(self.counters))
+        tmp = self.stats_file.with_name(f".{self.stats_file.name}.{threading.get_ident()}.tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(doc)
+            os.replace(tmp, self.stats_file)
+
+
+def _check_index(doc: Any, want: int) -> list | None:
+    """A stored index, checked as an input: a list of ``want`` samples of (key, members)."""
+    if not isinstance(doc, list) or len(doc) != want:
+        return None
+    out = []
+    for entry in doc:
+        key, members = entry
+        ms = tuple((str(e), int(o), int(n)) for e, o, n in members)
+        if not isinstance(key, str) or any(o < 0 or n < 0 for _, o, n in ms):
+            return None
+        out.append((key, ms))
+    return out

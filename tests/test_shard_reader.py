@@ -1,0 +1,348 @@
+"""ShardedDataset: sample i is sample i, a bounded cache guided by the schedule, fetch failures.
+
+Shards are tiny tars served from a temp dir, locally or by the loopback server of
+``tests/_http.py``. ``StubSampler`` plays the sampler's side of the interface (lanes, a
+schedule read through a sliding window of ``cache_shards`` shards, resident samples drawn at
+any time) until the real samplers are used.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _http import LoopbackServer
+
+from distsampler.shards import ShardedDataset, ShardLayout
+from distsampler.shards.fetch import ShardFetchError
+from distsampler.shards.tar import TarError
+
+PER_SHARD = 12
+PAYLOAD = 300
+
+
+def payload(i: int) -> bytes:
+    return (f"sample {i:06d};" * (PAYLOAD // 14 + 1)).encode()[:PAYLOAD]
+
+
+def write_shards(root: Path, num_shards: int, per_shard: int = PER_SHARD) -> list[Path]:
+    """Tars ``shard-XXX.tar``; sample ``i`` has key ``k{i:06d}``, ``cls`` and ``bin`` members."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in range(num_shards):
+        path = root / f"shard-{s:03d}.tar"
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for j in range(per_shard):
+                i = s * per_shard + j
+                for ext, data in (("cls", str(i % 3).encode()), ("bin", payload(i))):
+                    info = tarfile.TarInfo(f"k{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(path)
+    return paths
+
+
+def check(sample: dict, i: int) -> None:
+    assert sample["__key__"] == f"k{i:06d}", (sample["__key__"], i)
+    assert sample["bin"] == payload(i)
+    assert sample["cls"] == str(i % 3).encode()
+
+
+def http_layout(local: ShardLayout, server: LoopbackServer, names: list[str]) -> ShardLayout:
+    return ShardLayout(
+        local.offsets,
+        urls=[server.url(n) for n in names],
+        format="webdataset",
+        shard_bytes=local.shard_bytes,
+    )
+
+
+class StubSampler:
+    """The sampler's side of the interface, with an order that honours it.
+
+    Lane ``l`` of ``lanes`` reads a seeded permutation's shards ``l::lanes``; entry ``j`` of a
+    lane is read over steps ``j .. j + k - 1`` (a diagonal pipeline: ``k`` entries open at
+    once, entry ``j`` opens when ``j - k`` closes). The rank's lanes alternate item by item;
+    every 5th item is a resident sample (kept out of the lanes' reads).
+    """
+
+    def __init__(self, layout, lanes=2, cache_shards=2, world=1, rank=0, resident=(), seed=0):
+        self.shards = layout
+        self.lanes = lanes
+        self.cache_shards = cache_shards
+        self.world, self.rank = world, rank
+        self.epoch = 0
+        self.seed = seed
+        self._resident = np.asarray(sorted(resident), dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def lanes_served(self) -> tuple[int, ...]:
+        return tuple(lane for lane in range(self.lanes) if lane % self.world == self.rank)
+
+    def resident_indices(self) -> np.ndarray:
+        return self._resident
+
+    def shard_schedule(self, epoch=None) -> dict[int, np.ndarray]:
+        epoch = self.epoch if epoch is None else epoch
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.shards.num_shards)
+        return {lane: perm[lane :: self.lanes] for lane in self.lanes_served()}
+
+    def _lane_stream(self, shards, rng) -> list[int]:
+        k = self.cache_shards
+        res = set(self._resident.tolist())
+        chunks = []
+        for s in shards:
+            lo, hi = self.shards.shard_range(int(s))
+            members = [i for i in rng.permutation(np.arange(lo, hi)).tolist() if i not in res]
+            chunks.append(np.array_split(np.asarray(members, dtype=np.int64), k))
+        out = []
+        for step in range(len(shards) + k - 1):
+            cut = []
+            for j in range(max(0, step - k + 1), min(step, len(shards) - 1) + 1):
+                cut.extend(chunks[j][step - j].tolist())
+            out.extend(rng.permutation(np.asarray(cut, dtype=np.int64)).tolist())
+        return out
+
+    def _stream(self) -> list[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        streams = [self._lane_stream(v, rng) for v in self.shard_schedule().values()]
+        out, n = [], max(map(len, streams), default=0)
+        for t in range(n):
+            out.extend(s[t] for s in streams if t < len(s))
+        if len(self._resident):
+            mixed = []
+            for t, i in enumerate(out):
+                if t % 5 == 4:
+                    mixed.append(int(rng.choice(self._resident)))
+                mixed.append(i)
+            out = mixed
+        return out
+
+    def __iter__(self):
+        return iter(self._stream())
+
+    def __len__(self) -> int:
+        return len(self._stream())
+
+
+def shard_files(cache_dir: Path) -> int:
+    """Shard files on disk (downloads in progress included)."""
+    d = cache_dir / "shards"
+    return len(os.listdir(d)) if d.is_dir() else 0
+
+
+class Watcher:
+    """Counts the cache's shard files from a thread while an epoch runs; keeps the maximum."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir, self.most, self.seen = cache_dir, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, shard_files(self.cache_dir))
+            self.seen += 1
+            self._stop.wait(0.001)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def shards(tmp_path):
+    paths = write_shards(tmp_path / "src", 10)
+    return paths, ShardLayout.from_webdataset([str(p) for p in paths])
+
+
+# -- sample i is sample i ----------------------------------------------------------------------
+
+
+def test_every_index_is_its_sample_from_local_paths(shards, tmp_path):
+    paths, layout = shards
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "cache", cache_shards=2)
+    assert len(ds) == len(layout) == 10 * PER_SHARD
+    order = np.random.default_rng(0).permutation(len(ds))
+    for i in order.tolist():
+        check(ds[i], i)
+        assert shard_files(tmp_path / "cache") <= ds.bound == 2
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+
+
+def test_decode_is_applied(shards, tmp_path):
+    _, layout = shards
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", decode=lambda d: int(d["cls"]))
+    assert [ds[i] for i in range(5)] == [i % 3 for i in range(5)]
+
+
+@pytest.mark.parametrize("lanes,k", [(1, 1), (2, 2), (3, 1)])
+def test_schedule_replay_over_http_bytes_and_bound(tmp_path, lanes, k):
+    """Every item is its sample; the cache never exceeds its bound (checked after every item
+    and from a watcher thread); an epoch after the first fetches <= 1.35x the shards' bytes,
+    the first (gathering the resident set) <= 2.5x; stats() counts what the server sent."""
+    paths = write_shards(tmp_path / "src", 12)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    total = int(np.sum(local.shard_bytes))
+    resident = np.random.default_rng(1).choice(len(local), 6, replace=False)
+    cache = tmp_path / "cache"
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        sampler = StubSampler(layout, lanes=lanes, cache_shards=k, resident=resident)
+        ds = ShardedDataset(layout, sampler, cache_dir=cache)
+        assert ds.bound == k * lanes + lanes
+        sent = []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            srv.reset_counts()
+            with Watcher(cache) as w:
+                for i in sampler:
+                    check(ds[i], i)
+                    assert shard_files(cache) <= ds.bound
+            assert w.seen > 0 and w.most <= ds.bound
+            sent.append(srv.total_bytes)
+        stats = ds.stats()
+    print("bytes sent per epoch", sent, "shard bytes", total, stats)
+    assert sent[0] <= 2.5 * total, (sent, total)
+    assert max(sent[1:]) <= 1.35 * total, (sent, total)
+    assert stats["bytes_fetched"] == sum(sent)
+    assert stats["resident_hits"] > 0 and stats["hits"] > 0
+    assert stats["cached"] <= ds.bound
+
+
+def test_eviction_follows_the_schedule_not_recency(shards, tmp_path):
+    """Victims: shards the lane moved past first, then the one needed furthest ahead; a shard
+    in an open window never (LRU would drop the least recently read, whatever comes next)."""
+    _, layout = shards
+    sampler = StubSampler(layout, lanes=1, cache_shards=2)
+    ds = ShardedDataset(layout, sampler, cache_dir=tmp_path / "c", prefetch=0)
+    ds[0]  # makes the runtime
+    rt = ds._rt
+    names = [ds._names[s] for s in sampler.shard_schedule()[0].tolist()]
+    rt.progress = {0: 4}  # the lane has opened entries 0..4: 3 and 4 are open
+    held = [names[9], names[3], names[0], names[6], names[4], names[5], names[2]]
+    order = rt._victims(0)(held, {"epoch": None, "lanes": {}})
+    assert set(order[:2]) == {names[0], names[2]}  # done
+    assert order[2:] == [names[9], names[6], names[5]]  # ahead, furthest first
+    assert rt._victims(2)(held, {"epoch": None, "lanes": {}})[2:] == [names[9]]
+
+
+def test_without_a_sampler_least_recently_used(shards, tmp_path):
+    _, layout = shards
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", cache_shards=3)
+    for i in range(0, len(ds), 3):
+        check(ds[i], i)
+        assert shard_files(tmp_path / "c") <= 3
+    assert ds.stats()["shards_fetched"] == layout.num_shards
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+def test_arguments_are_checked(shards, tmp_path):
+    _, layout = shards
+    with pytest.raises(ValueError, match=r"cache_shards should be >= 1.*got 0"):
+        ShardedDataset(layout, cache_dir=tmp_path, cache_shards=0)
+    sampler = StubSampler(layout, cache_shards=2)
+    with pytest.raises(ValueError, match=r"cache_shards=1 is below the sampler's cache_shards=2"):
+        ShardedDataset(layout, sampler, cache_dir=tmp_path, cache_shards=1)
+    with pytest.raises(ValueError, match=r"prefetch should be >= 0.*-1"):
+        ShardedDataset(layout, cache_dir=tmp_path, prefetch=-1)
+    with pytest.raises(ValueError, match=r"retries should be an int >= 0"):
+        ShardedDataset(layout, cache_dir=tmp_path, retries=-1)
+    with pytest.raises(ValueError, match="from_webdataset"):
+        ShardedDataset(ShardLayout.from_sizes([3, 4]), cache_dir=tmp_path)
+
+
+def test_pickled_state_holds_no_thread_or_file(shards, tmp_path):
+    _, layout = shards
+    sampler = StubSampler(layout, lanes=2, cache_shards=1)
+    ds = ShardedDataset(layout, sampler, cache_dir=tmp_path / "c")
+    for i in list(sampler)[:20]:
+        check(ds[i], i)
+    assert ds._rt is not None and ds._rt.thread is not None  # prefetch started lazily
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._rt is None
+    i = next(iter(sampler))
+    check(copy[i], i)
+    assert copy._rt.thread is not ds._rt.thread
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried(shards, tmp_path):
+    paths, local = shards
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=3)
+        srv.fail(paths[0].name, 2)  # two 503s
+        srv.truncate(paths[1].name, 700, lie=True)  # a dropped transfer ...
+        check(ds[0], 0)
+        threading.Timer(0.01, srv.heal, (paths[1].name,)).start()  # ... that heals
+        check(ds[PER_SHARD], PER_SHARD)
+        assert srv.statuses[503] == 2
+        assert ds.stats()["retries"] >= 2
+
+
+def test_a_failure_that_persists_raises_naming_the_url(shards, tmp_path):
+    paths, local = shards
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=2)
+        srv.fail(paths[0].name, 100)
+        with pytest.raises(ShardFetchError, match=rf"{srv.url(paths[0].name)}.*3 attempts"):
+            ds[0]
+        assert srv.requests[paths[0].name] == 3
+        srv.heal()
+        check(ds[0], 0)  # nothing half-written stayed in the cache
+        with pytest.raises(ShardFetchError, match="missing.tar"):
+            ShardedDataset(
+                ShardLayout(
+                    [0, 1],
+                    urls=[srv.url("missing.tar")],
+                    format="webdataset",
+                ),
+                cache_dir=tmp_path / "c",
+            )[0]
+
+
+def test_a_corrupt_shard_raises_naming_shard_and_byte(shards, tmp_path):
+    paths, local = shards
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        ds = ShardedDataset(layout, cache_dir=tmp_path / "c")
+        srv.corrupt(paths[2].name, 1024 * 3, b"garbage!")  # a member's header
+        with pytest.raises(TarError, match=rf"shard 2 .*{paths[2].name}.*byte \d+"):
+            ds[2 * PER_SHARD]
+        assert not (tmp_path / "c" / "ranks" / ds._tag / ds._names[2]).exists()
+        srv.heal()
+        check(ds[2 * PER_SHARD], 2 * PER_SHARD)
+
+
+def test_a_truncated_shard_raises_naming_shard_and_byte(shards, tmp_path):
+    paths, local = shards
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=1)
+        srv.truncate(paths[3].name, 2000)
+        with pytest.raises(ShardFetchError, match=rf"{paths[3].name}.*truncated at byte 2000"):
+            ds[3 * PER_SHARD]
+        # a layout without sizes: the parser finds the cut
+        bare = ShardLayout(layout.offsets, urls=layout.urls, format="webdataset")
+        ds = ShardedDataset(bare, cache_dir=tmp_path / "c2")
+        with pytest.raises(TarError, match=rf"shard 3 .*{paths[3].name}.*truncated at byte"):
+            ds[3 * PER_SHARD]
