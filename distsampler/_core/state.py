@@ -47,6 +47,16 @@ class EpochNotSetWarning(UserWarning):
     """
 
 
+class ResumeDiscardedWarning(UserWarning):
+    """``set_epoch`` moved a freshly loaded sampler away from its state's epoch.
+
+    The loaded resume point is dropped and the new epoch starts from its beginning: a resumed
+    run replays an epoch it already trained (torchdata.nodes' ``SamplerWrapper`` does this with
+    its default ``initial_epoch=0``). Call ``set_epoch`` with the state's epoch (``sampler.epoch``
+    after the load) to resume. Moving from a fully consumed epoch to the next one does not warn.
+    """
+
+
 def config_value(value: object) -> int | str | bool:
     """A configuration field as plain, exactly comparable data (floats as their exact repr)."""
     if isinstance(value, (bool, np.bool_)):
@@ -74,6 +84,7 @@ def config_diff(saved: dict, this: dict) -> list[str]:
 _LIBRARY_DIRS = (
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # distsampler/
     os.path.join("torch", "utils", "data"),
+    os.path.join("torchdata", "nodes"),
 )
 
 
@@ -111,6 +122,7 @@ class EpochState:
     _base: tuple[int, int] = (0, 0)  # (_resume, _skip) the last iteration started from
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
     _origin: Origin | None = None  # the run before an epoch, from a compacted share history
+    _loaded: bool = False  # a state was loaded and neither set_epoch nor a pass followed
 
     def _config(self) -> Config:
         raise NotImplementedError
@@ -127,11 +139,26 @@ class EpochState:
         """
         epoch = check_int("epoch", epoch, 0, self._max_epoch())
         self._check_epoch(epoch)
+        if self._loaded and epoch != self.epoch and not self._next_after_done(epoch):
+            warnings.warn(
+                f"{type(self).__name__}: set_epoch({epoch}) drops the loaded state (epoch "
+                f"{self.epoch}, {self._resume} of {self._total()} consumed) before any item was "
+                f"drawn, so the resumed run replays or skips data; call set_epoch({self.epoch}) "
+                "to resume (with torchdata.nodes, build the SamplerWrapper with "
+                "initial_epoch=sampler.epoch)",
+                ResumeDiscardedWarning,
+                stacklevel=_user_stacklevel(),
+            )
+        self._loaded = False
         if epoch != self.epoch:
             self._resume = self._skip = 0
         self.epoch = epoch
         self._done, self._chunk, self._completed = 0, None, False
         self._started = False
+
+    def _next_after_done(self, epoch: int) -> bool:
+        """``epoch`` follows the current one, which was consumed to its end."""
+        return epoch == self.epoch + 1 and self._resume >= self._total()
 
     def _check_epoch(self, epoch: int) -> None:
         """Refuse an epoch this sampler cannot plan: one before its compacted share history's
@@ -189,6 +216,7 @@ class EpochState:
         n, size = self._local_length(), first
         self._done, self._chunk, self._completed, self._ahead = 0, None, False, None
         self._base = (self._resume, self._skip)
+        self._loaded = False
         if self._base == (0, 0):
             if self._started:
                 warnings.warn(
@@ -366,4 +394,4 @@ class EpochState:
         self._resume = check_int("state['consumed']", state["consumed"], 0, self._total())
         self._skip = skip
         self._done, self._chunk, self._completed = 0, None, False
-        self._started = False
+        self._started, self._loaded = False, True
