@@ -17,9 +17,9 @@ Backend: gloo (CPU). Run it with torchrun::
 
     python -m torch.distributed.run --standalone --nproc_per_node=4 launch/train_lengths.py
 
-Rank 0 prints, per recipe: the padding share of the tokens computed, real tokens per second
-(all ranks), the minority share of the samples trained, and the mean over steps of the
-slowest rank's padded tokens over the mean rank's (DDP waits for the slowest).
+Rank 0 prints a markdown table, one row per recipe: the padding share of the tokens computed,
+real tokens per second (all ranks), the minority share of the samples trained, and the mean
+over steps of the slowest rank's padded tokens over the mean rank's (DDP waits for the slowest).
 ``--log-json PATH`` writes the same figures.
 """
 
@@ -38,6 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from benchmarks import tables
 from distsampler import DistributedBucketBatchSampler, DistributedWeightedSampler
 
 VOCAB, PAD, MARK = 64, 0, 7
@@ -149,6 +150,36 @@ def run_recipe(recipe: str, data, args, world: int) -> dict:
     }
 
 
+HEAD = (
+    "recipe",
+    "padding share",
+    "tokens/s (all ranks)",
+    "minority share",
+    "slowest / mean rank (padded tokens a step)",
+)
+
+
+def results_table(results: list[dict], batch_size: int, world: int) -> str:
+    """One row per recipe (docs/benchmarks.md shows this table; tokens/s are wall clock)."""
+    label = {
+        "random": "random batches",
+        "group_by_length": "`group_by_length`-style (each rank sorts its own megabatches)",
+        "bucketed_align1": f"ours, `batch_size={batch_size}, align=1`",
+        "bucketed": f"ours, `batch_size={batch_size}, align={world}`",
+    }
+    rows = [
+        [
+            label.get(r["recipe"], r["recipe"]),
+            f"{r['padding_share']:.1%}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['minority_share']:.3f}",
+            f"{r['rank_skew']:.2f}",
+        ]
+        for r in results
+    ]
+    return tables.markdown(HEAD, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dist.init_process_group("gloo")
@@ -157,13 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(args.samples)
     results = [run_recipe(r, data, args, world) for r in args.recipes.split(",")]
     if rank == 0:
+        steps = ", ".join(f"{r['recipe']} {r['steps']}" for r in results)
         print(f"{world} ranks, batch {args.batch_size} per rank, {args.samples} sequences")
-        print("recipe            steps  padding  tokens/s  minority  slowest/mean rank")
-        for r in results:
-            print(
-                f"{r['recipe']:<17} {r['steps']:>5}  {r['padding_share']:>6.1%}  "
-                f"{r['tokens_per_s']:>8.0f}  {r['minority_share']:>8.3f}  {r['rank_skew']:>8.2f}"
-            )
+        print(f"steps: {steps}\n")
+        print(results_table(results, args.batch_size, world))
         if args.log_json:
             args.log_json.write_text(json.dumps(results, indent=1))
     dist.barrier()
