@@ -346,3 +346,120 @@ def test_a_truncated_shard_raises_naming_shard_and_byte(shards, tmp_path):
         ds = ShardedDataset(bare, cache_dir=tmp_path / "c2")
         with pytest.raises(TarError, match=rf"shard 3 .*{paths[3].name}.*truncated at byte"):
             ds[3 * PER_SHARD]
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_dataloader_workers_yield_the_sampler_order(tmp_path):
+    """Two workers (spawned: the dataset is pickled; then forked): the sampler's order, the cache
+    within its bound all along, stats() summed over the workers equal to what was served."""
+    from torch.utils.data import DataLoader
+
+    paths = write_shards(tmp_path / "src", 12)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    total = int(np.sum(local.shard_bytes))
+    cache = tmp_path / "cache"
+    resident = np.arange(3, len(local), 37)
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        sampler = StubSampler(layout, lanes=2, cache_shards=2, resident=resident)
+        ds = ShardedDataset(layout, sampler, cache_dir=cache)
+        sent = []
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            srv.reset_counts()
+            loader = DataLoader(
+                ds,
+                sampler=sampler,
+                batch_size=None,
+                num_workers=2,
+                multiprocessing_context="spawn" if epoch == 0 else "fork",
+            )
+            with Watcher(cache) as w:
+                got = [item["__key__"] for item in loader]
+            assert got == [f"k{i:06d}" for i in sampler]
+            assert w.most <= ds.bound
+            sent.append(srv.total_bytes)
+        stats = ds.stats()
+    assert stats["bytes_fetched"] == sum(sent)
+    assert stats["shards_fetched"] >= layout.num_shards
+    assert sent[0] <= 2.5 * total and sent[1] <= 1.35 * total, (sent, total)
+
+
+def ranks_share_a_cache(
+    src: str, names: list, offsets: list, sizes: list, url_a: str, url_b: str, cache: str
+) -> dict:
+    """One rank of ``test_ranks_share_one_cache_dir`` (runs in a spawned gloo process)."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    layout = ShardLayout(
+        offsets, urls=[url_a + n for n in names], format="webdataset", shard_bytes=sizes
+    )
+    sampler = StubSampler(layout, lanes=4, cache_shards=1, world=2, rank=rank)
+    ds = ShardedDataset(layout, sampler, cache_dir=Path(cache) / "planned")
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for i in sampler:
+            check(ds[i], i)
+            assert shard_files(Path(cache) / "planned") <= 2 * ds.bound
+    planned = ds.stats()
+    # both ranks read every shard at the same time: one download per shard on the node
+    every = ShardLayout(
+        offsets, urls=[url_b + n for n in names], format="webdataset", shard_bytes=sizes
+    )
+    ds = ShardedDataset(every, cache_dir=Path(cache) / "shared", cache_shards=len(names))
+    dist.barrier()
+    for i in range(len(ds)):
+        check(ds[i], i)
+    return {"planned": planned, "shared": ds.stats()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ranks_share_one_cache_dir(tmp_path):
+    """Two real ranks on one cache_dir: each holds its own bounded slots; a shard both want
+    is downloaded once on the node (the other rank links it)."""
+    from _dist import run
+
+    paths = write_shards(tmp_path / "src", 8)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    names = [p.name for p in paths]
+    with LoopbackServer(tmp_path / "src") as a, LoopbackServer(tmp_path / "src") as b:
+        out = run(
+            "call",
+            2,
+            timeout=150,
+            module="test_shard_reader",
+            function="ranks_share_a_cache",
+            src=str(tmp_path / "src"),
+            names=names,
+            offsets=local.offsets.tolist(),
+            sizes=local.shard_bytes.tolist(),
+            url_a=a.url(""),
+            url_b=b.url(""),
+            cache=str(tmp_path / "cache"),
+        )
+        assert dict(b.requests) == {n: 1 for n in names}  # one GET per shard on the node
+        assert sum(o["shared"]["shards_fetched"] for o in out) == len(names)
+        assert sum(o["planned"]["bytes_fetched"] for o in out) == a.total_bytes
+
+
+@pytest.mark.parametrize("mode", ["files", "row_groups"])
+def test_parquet_rows(tmp_path, mode):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    paths = []
+    for f in range(3):
+        ids = list(range(f * 10, f * 10 + 10))
+        table = pa.table({"id": ids, "label": [i % 2 for i in ids]})
+        paths.append(str(tmp_path / f"part-{f}.parquet"))
+        pq.write_table(table, paths[-1], row_group_size=4)
+    layout = ShardLayout.from_parquet(paths, shards=mode)
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", cache_shards=1)
+    for i in np.random.default_rng(0).permutation(30).tolist():
+        assert ds[i] == {"id": i, "label": i % 2}
+        assert shard_files(tmp_path / "c") <= 1
