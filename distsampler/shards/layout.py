@@ -180,7 +180,8 @@ class ShardLayout:
                 f"sizes[{s}]={int(arr[s])}: shard {s} should hold at least one sample "
                 "(leave empty shards out)"
             )
-        if int(arr.max()) > MAX_SIZE or sum(int(v) for v in arr.tolist()) > MAX_SIZE:
+        high = int(arr.max())
+        if high > MAX_SIZE // len(arr) and sum(int(v) for v in arr.tolist()) > MAX_SIZE:
             raise ValueError(f"sizes should sum to at most {MAX_SIZE}")
         offsets = np.zeros(len(arr) + 1, dtype=np.int64)
         np.cumsum(arr, out=offsets[1:])
@@ -637,7 +638,10 @@ def _scan_url(
             raise FileNotFoundError(f"urls: no such shard: {url!r}") from None
         except Exception as e:
             if not _transient(e):
-                raise
+                raise OSError(
+                    f"urls: reading {url!r} failed: {type(e).__name__}: {e} (not retried: "
+                    "not a transient failure)"
+                ) from e
             if attempt == retries:
                 raise OSError(
                     f"urls: reading {url!r} failed {retries + 1} times (retries={retries}); "

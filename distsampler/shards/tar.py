@@ -302,16 +302,27 @@ def _scan(
 
     while True:
         header = source.read(pos, BLOCK)
-        if len(header) < BLOCK:
-            if pos == 0 and not header:
-                raise TarError(f"shard {name!r} is empty (0 bytes): not a tar")
-            where = "inside a header" if header else "before its end-of-archive blocks"
-            raise TarError(f"shard {name!r} is truncated at byte {pos + len(header)} ({where})")
         if pos == 0 and header[:2] == b"\x1f\x8b":
             raise TarError(
                 f"shard {name!r} is gzip-compressed (byte 0): sample offsets need an "
                 "uncompressed tar; decompress it (gunzip) or write shards uncompressed"
             )
+        if len(header) < BLOCK:
+            if pos == 0 and not header:
+                raise TarError(f"shard {name!r} is empty (0 bytes): not a tar")
+            got = pos + len(header)
+            if source.end is not None:
+                got = min(got, source.end)
+            elif isinstance(source, _Stream):
+                got = min(got, source.consumed)
+            where = (
+                "inside a header"
+                if got > pos
+                else "before its end-of-archive blocks"
+                if got == pos
+                else f"inside the padding before the header at byte {pos}"
+            )
+            raise TarError(f"shard {name!r} is truncated at byte {got} ({where})")
         if header.count(0) == BLOCK:
             if long_name is not None or pax is not None:
                 raise TarError(
