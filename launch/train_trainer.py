@@ -6,11 +6,18 @@
     # continue from a checkpoint, under any number of processes:
     torchrun --standalone --nproc_per_node=1 launch/train_trainer.py --sampler weighted \\
         --output-dir runs/w1 --resume runs/w/checkpoint-5
+    # batches of similar length (train_sampling_strategy="group_by_length"):
+    torchrun --standalone --nproc_per_node=2 launch/train_trainer.py --group-by-length
 
 The model is a tiny classifier built in code (no download) that returns ``{"loss", "logits"}``;
 the data set is synthetic: 200 samples, 10% of them minority. The only changes from a plain
 ``Trainer`` script: build the sampler, and use ``SamplerTrainer(..., train_sampler=sampler)``
 (or put ``SamplerTrainerMixin`` first in your own Trainer subclass, ``--trainer mixin``).
+
+``--group-by-length`` gives every sample a length (a long-tailed token count, in a ``length``
+column) and sets ``train_sampling_strategy="group_by_length"``: SamplerTrainer then cuts the
+sampler's stream into batches of similar length, and rank 0 prints the padded tokens per real
+token of the batches it trained.
 
 ``--log-dir DIR`` writes, per rank, every optimizer step's micro-batches (dataset indices) and
 the sampler's epoch: the tests compare them with the sampler's own plan.
@@ -23,6 +30,7 @@ import gc
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -54,6 +62,37 @@ class ImbalancedSet(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"x": self.x[i], "labels": int(self.labels[i]), "index": i}
+
+
+def make_lengths(n: int = NUM_SAMPLES) -> list[int]:
+    """Token counts of a long-tailed text set (lognormal, 2 to 512), fixed by a seed of 0."""
+    lengths = np.random.default_rng(0).lognormal(3.5, 0.9, size=n).round()
+    return np.clip(lengths, 2, 512).astype(int).tolist()
+
+
+class LengthSet(ImbalancedSet):
+    """:class:`ImbalancedSet` with a ``length`` column, as a ``datasets.Dataset`` has.
+
+    ``dataset["length"]`` and ``column_names`` are all that length grouping reads; with a
+    ``datasets.Dataset`` of token ids the ``input_ids`` column is used when there is none.
+    """
+
+    column_names = ("x", "labels", "index", "length")
+
+    def __init__(self, labels: list[int], lengths: list[int], seed: int = 0) -> None:
+        super().__init__(labels, seed)
+        self.lengths = list(lengths)
+
+    def __getitem__(self, key):  # a column by name, else a sample
+        if key == "length":
+            return self.lengths
+        return super().__getitem__(key)
+
+
+def padding_ratio(batches: list[list[int]], lengths: list[int]) -> float:
+    """Padded tokens per real token: each batch padded to its longest sample."""
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return padded / sum(lengths[i] for b in batches for i in b)
 
 
 class TinyClassifier(nn.Module):
@@ -119,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="per-device batch size")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--group-by-length", action="store_true", help="batches of similar length (a length column)"
+    )
     p.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: off)")
     p.add_argument("--output-dir", type=Path, default=Path("runs/trainer"))
     p.add_argument("--resume", help="a checkpoint folder, or 'last'")
@@ -131,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     labels = make_labels()
-    dataset = ImbalancedSet(labels, seed=args.seed)
+    if args.group_by_length:
+        dataset = LengthSet(labels, make_lengths(), seed=args.seed)
+    else:
+        dataset = ImbalancedSet(labels, seed=args.seed)
     model = TinyClassifier()
     training_args = TrainingArguments(
         output_dir=str(args.output_dir),
@@ -149,11 +194,13 @@ def main(argv: list[str] | None = None) -> None:
         logging_strategy="no",
         disable_tqdm=True,
         seed=args.seed,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        length_column_name="length",
     )
     sampler = make_sampler(args.sampler, labels, args.batch_size, args.seed)
     cls = CountingTrainer if args.trainer == "mixin" else SamplerTrainer
     trainer = cls(model=model, args=training_args, train_dataset=dataset, train_sampler=sampler)
-    log = BatchLog(model, sampler)
+    log = BatchLog(model, trainer.train_sampler)  # the bucketed one with --group-by-length
     trainer.add_callback(log)
     resume = True if args.resume == "last" else args.resume
     trainer.train(resume_from_checkpoint=resume)
@@ -166,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
             f"epoch {state.epoch:.3f} of {state.num_train_epochs}",
             flush=True,
         )
+        if args.group_by_length:
+            ratio = padding_ratio(model.trained, dataset.lengths)
+            print(f"rank 0 padded tokens per real token: {ratio:.2f}", flush=True)
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
         out = {

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +46,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
+from .._core.state import ResumeDiscardedWarning
 from ..weighted import DistributedWeightedSampler
 from ._common import (
     OUR_SAMPLERS,
@@ -213,13 +215,17 @@ class SamplerTrainerMixin(_TrainerBase):
                 f"but got {type(train_sampler).__name__}"
             )
         super().__init__(*args, **kwargs)
+        self.train_sampler = train_sampler
+        self._check_setup()  # the sampler as given: its batch size, world and dataset
         self.train_sampler = _group_by_length(train_sampler, self.args, self.train_dataset)
-        self._check_setup()
-        world = self.accelerator.num_processes
+        if self.train_sampler is not train_sampler:
+            self._check_setup()  # the length-bucketed sampler that now decides the batches
+        # The loader, the epoch, the checkpoints and the resume all go through
+        # self.train_sampler (the bucketed one with group_by_length), never the source.
         self._distsampler_batches = _TrainerBatches(
-            train_sampler,
+            self.train_sampler,
             self.args.per_device_train_batch_size,
-            world,
+            self.accelerator.num_processes,
             self.args.dataloader_drop_last,
         )
         self._distsampler_progress = _EpochProgress()
@@ -241,12 +247,27 @@ class SamplerTrainerMixin(_TrainerBase):
                     f"per_device_train_batch_size={batch}: build it with batch_size={batch} "
                     f"(or set per_device_train_batch_size={fixed})"
                 )
+            if fixed is None and args.dataloader_drop_last:
+                raise ValueError(
+                    "dataloader_drop_last=True drops a short last batch, but the "
+                    f"{type(sampler).__name__}'s batches have no fixed size (a token budget): "
+                    "none is short, so it would drop nothing. Leave dataloader_drop_last "
+                    "False (the sampler's own drop_last= drops the epoch's last incomplete round)"
+                )
         elif isinstance(sampler, DistributedWeightedSampler) and sampler.block_size != batch:
             raise ValueError(
                 f"the weighted sampler's block_size={sampler.block_size} differs from "
                 f"per_device_train_batch_size={batch}: build it with block_size={batch} "
                 f"(or set per_device_train_batch_size={sampler.block_size}), so that each "
                 "rank's batches are whole blocks of the plan"
+            )
+        data_seed = getattr(args, "data_seed", None)
+        if data_seed is not None and data_seed != sampler.seed:
+            raise ValueError(
+                f"data_seed={data_seed} seeds Trainer's own sampler, which a "
+                f"{type(self).__name__} never uses: the train_sampler's seed={sampler.seed} "
+                f"decides the order. Build the sampler with seed={data_seed}, or leave "
+                "data_seed unset"
             )
         if args.auto_find_batch_size:
             raise ValueError(
@@ -340,8 +361,10 @@ class SamplerTrainerMixin(_TrainerBase):
         """
         sampler = self.train_sampler
         epoch = sampler.epoch
-        sampler.set_epoch(epoch + 1)
-        sampler.set_epoch(epoch)
+        with warnings.catch_warnings():  # dropping a loaded state here is deliberate
+            warnings.simplefilter("ignore", ResumeDiscardedWarning)
+            sampler.set_epoch(epoch + 1)
+            sampler.set_epoch(epoch)
         return self._distsampler_batches.num_local_batches()
 
     def _read_resume(self, checkpoint: str | None) -> _Resume | None:
