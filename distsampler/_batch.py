@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -30,7 +31,7 @@ from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int
 from ._core.sharding import Shard, resolve_world
 from ._core.state import EpochState
 
-__all__ = ["BatchPlanSampler"]
+__all__ = ["BatchPlanSampler", "check_wiring"]
 
 _CHUNK_INDICES = 1 << 16  # indices computed at a time, as for the index sampler
 _FIRST_INDICES = 1 << 10  # the first chunk: the first batch waits for a small one only
@@ -112,7 +113,18 @@ class BatchPlanSampler(Sampler[list[int]], EpochState):
         hint = max(1, self._batch_hint)
         chunk = self._chunk_batches or max(1, _CHUNK_INDICES // hint)
         first = min(chunk, max(1, _FIRST_INDICES // hint))
-        return self._serve(chunk, self._draw_current, first=first, per_list=hint)
+        return check_wiring(
+            self, self._serve(chunk, self._draw_current, first=first, per_list=hint)
+        )
+
+    def __len__(self) -> int:
+        """Local batches of the next iteration (equal on every rank)."""
+        n = self._local_length()
+        if _ACCELERATE in sys.modules:  # Accelerate's shard counts the repeats check_wiring adds
+            from .integrations.double_sharding import repeats_for_length
+
+            n *= repeats_for_length(self, sys._getframe(1))
+        return n
 
     def _draw_current(self, micro_batches: np.ndarray) -> np.ndarray | list[list[int]]:
         return self._draw(self.epoch, micro_batches)
@@ -138,6 +150,25 @@ class _EpochForwarder:
 
     def __len__(self) -> int:
         return len(self._owner) * max(1, self._owner._batch_hint)
+
+
+_ACCELERATE = "accelerate.data_loader"
+
+
+def check_wiring(owner: Any, items: Iterator) -> Iterator:
+    """``owner``'s items as the framework wrappers iterating it need them, or a loud error.
+
+    Call it from a sampler's ``__iter__`` on what it would serve. Under a plain
+    ``accelerator.prepare(DataLoader(...))`` Accelerate deals a rank-aware sampler out a second
+    time: a batch sampler directly under that shard is served so that each rank still gets
+    exactly its own batches; any other such wiring raises ``DoubleShardingError`` naming
+    ``prepare_for_accelerate``. Costs one dict lookup while Accelerate is not imported.
+    """
+    if _ACCELERATE not in sys.modules:
+        return items
+    from .integrations.double_sharding import accelerate_wiring
+
+    return accelerate_wiring(owner, items, sys._getframe(1))
 
 
 def _refuse_as_index_sampler(owner: BatchPlanSampler) -> None:

@@ -116,6 +116,124 @@ def test_accelerate_batches_checks_its_world() -> None:
         AccelerateBatches(DistributedSampler(DATASET, num_replicas=2, rank=0), B, 2)
 
 
+# -- a plain accelerator.prepare(DataLoader(...)) of our samplers -------------------------------
+# tests/test_accelerate_prepare.py runs these wirings in a real 2-process accelerate launch.
+NEEDS_WEIGHTED_HOOK = pytest.mark.xfail(
+    strict=True, reason="DistributedWeightedSampler.__iter__ does not call check_wiring yet"
+)
+
+
+def plain_prepared(dl: DataLoader, world: int, rank: int, **kwargs):
+    """``accelerator.prepare(dl)`` on rank ``rank`` of ``world``: Accelerate's own function."""
+    return accelerate_data_loader.prepare_data_loader(
+        dl, num_processes=world, process_index=rank, **kwargs
+    )
+
+
+def quota(world: int, rank: int, **kwargs) -> DistributedQuotaBatchSampler:
+    return DistributedQuotaBatchSampler(
+        LABELS, B, {1: 1}, num_replicas=world, rank=rank, seed=3, **kwargs
+    )
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("even_batches", [True, False])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_plain_prepare_deals_a_batch_sampler_exactly(world, even_batches, drop_last) -> None:
+    """batch_sampler=ours under accelerator.prepare: every rank gets exactly its torchrun
+    batches, len(loader) counts them, skip_first_batches skips this rank's own."""
+    for rank in range(world):
+        sampler = quota(world, rank, drop_last=drop_last)
+        dl = DataLoader(DATASET, batch_sampler=sampler)
+        dl = plain_prepared(dl, world, rank, even_batches=even_batches)
+        twin = quota(world, rank, drop_last=drop_last)
+        twin.set_epoch(1)
+        want = list(twin)
+        dl.set_epoch(1)
+        assert items(dl) == want and len(dl) == len(want) == len(sampler)
+        sampler.set_epoch(1)  # the same epoch once more, on purpose
+        skipped = accelerate_data_loader.skip_first_batches(dl, 2)
+        assert items(skipped) == want[2:] and len(skipped) == len(want) - 2
+
+
+def test_plain_prepare_deals_a_global_plan_as_before() -> None:
+    """num_replicas=1: one global plan, which Accelerate deals out itself (k * W + r)."""
+    plan = list(
+        DistributedQuotaBatchSampler(LABELS, B, {1: 1}, num_batches=8, num_replicas=1, rank=0)
+    )
+    for rank in range(2):
+        s = DistributedQuotaBatchSampler(LABELS, B, {1: 1}, num_batches=8, num_replicas=1, rank=0)
+        dl = plain_prepared(DataLoader(DATASET, batch_sampler=s), 2, rank)
+        assert items(dl) == plan[rank::2] and len(dl) == 4
+
+
+REFUSED = [
+    # Accelerate's shard cuts every local batch into W pieces
+    (
+        "split_batches",
+        lambda: DataLoader(DATASET, batch_sampler=quota(2, 0)),
+        2,
+        dict(split_batches=True),
+        "split_batches=True",
+    ),
+    # another world, or another rank, than the sampler's
+    ("world", lambda: DataLoader(DATASET, batch_sampler=quota(2, 0)), 3, {}, "num_processes=3"),
+    ("rank", lambda: DataLoader(DATASET, batch_sampler=quota(2, 1)), 2, {}, "process_index=0"),
+    # a wrapper between our batch sampler and the shard: the shard deals the wrapper's batches
+    (
+        "wrapped",
+        lambda: DataLoader(
+            DATASET, batch_sampler=accelerate_data_loader.SkipBatchSampler(quota(2, 0), 0)
+        ),
+        2,
+        {},
+        "SkipBatchSampler around it",
+    ),
+    # dispatch_batches: process 0 iterates its sampler alone, and the ranks split its batches
+    (
+        "dispatch",
+        lambda: DataLoader(DATASET, batch_sampler=quota(2, 0)),
+        2,
+        dict(dispatch_batches=True, put_on_device=True),
+        "dispatch_batches=True",
+    ),
+    (
+        "dispatch+weighted",
+        lambda: loader("weighted", make("weighted", 2, 0)),
+        2,
+        dict(dispatch_batches=True, put_on_device=True),
+        "dispatch_batches=True",
+    ),
+    ("weighted", lambda: loader("weighted", make("weighted", 2, 0)), 2, {}, "every 2th"),
+    (
+        "BatchSampler(weighted)",
+        lambda: DataLoader(DATASET, batch_sampler=BatchSampler(make("weighted", 2, 0), B, False)),
+        2,
+        {},
+        "every 2th",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name, factory, world, kwargs, reason",
+    [
+        pytest.param(*case, marks=NEEDS_WEIGHTED_HOOK if "weighted" in case[0] else ())
+        for case in REFUSED
+    ],
+    ids=[case[0] for case in REFUSED],
+)
+def test_plain_prepare_refuses_other_wirings_at_the_first_batch(
+    name, factory, world, kwargs, reason
+) -> None:
+    dl = plain_prepared(factory(), world, 0, **kwargs)
+    with pytest.raises(DoubleShardingError) as caught:
+        next(iter(dl))
+    message = str(caught.value)
+    assert reason in message, message
+    assert "distsampler.integrations.accelerate.prepare_for_accelerate(" in message, message
+
+
 def _run(loop, ckpt, steps: int) -> list[list[int]]:
     out = []
     for batch in ckpt.track(loop):
@@ -207,10 +325,9 @@ def test_check_lightning_trainer_refuses_the_wrapping_trainer() -> None:
 
 
 # -- the double-sharding detector ------------------------------------------------------------
-def _accelerate_shard(inner, world: int = 2):
-    return DataLoader(
-        DATASET, batch_sampler=accelerate_data_loader.BatchSamplerShard(inner, world, 0)
-    )
+def _accelerate_shard(inner, world: int = 2, split: bool = False):
+    shard = accelerate_data_loader.BatchSamplerShard(inner, world, 0, split_batches=split)
+    return DataLoader(DATASET, batch_sampler=shard)
 
 
 def _lightning_wrapper(sampler):
@@ -221,8 +338,15 @@ def _lightning_wrapper(sampler):
 
 # (name, loader factory, expected: "error" | "warn" | "ok")
 DETECTOR_CASES = [
-    # Accelerate shards the quota batch sampler that is already rank-aware: 1/4 of the data
-    ("accelerate+quota(W=2)", lambda: _accelerate_shard(make("quota", 2, 0)), "error"),
+    # a batch sampler directly under Accelerate's shard of its own world: served exactly
+    ("accelerate+quota(W=2)", lambda: _accelerate_shard(make("quota", 2, 0)), "ok"),
+    # ... but not when the shard cuts each batch (split_batches) or has another world
+    (
+        "accelerate split+quota(W=2)",
+        lambda: _accelerate_shard(make("quota", 2, 0), 2, True),
+        "error",
+    ),
+    ("accelerate(W=3)+quota(W=2)", lambda: _accelerate_shard(make("quota", 2, 0), 3), "error"),
     # same with an index sampler under a torch BatchSampler
     (
         "accelerate+weighted(W=2)",

@@ -4,19 +4,33 @@ Our samplers are rank-aware: each rank already reads only its own share of the g
 Frameworks that shard a loader themselves would cut that share again, so each rank sees
 ``1 / W**2`` of the data and nothing warns. :func:`check_not_double_sharded` walks a loader's
 (batch) samplers and raises :class:`DoubleShardingError` when that happens.
+
+A plain ``accelerator.prepare(DataLoader(dataset, batch_sampler=sampler))`` is checked again when
+the loader is iterated (:func:`accelerate_wiring`, called by the samplers themselves): a batch
+sampler directly under Accelerate's ``BatchSamplerShard`` with the same world is served so that
+the shard deals each rank exactly its own batches; every other wiring that would shard the plan
+again raises at the first batch, naming
+``distsampler.integrations.accelerate.prepare_for_accelerate``.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from types import FrameType
 from typing import Any
 
 from torch.utils.data import DistributedSampler
 
-from ._common import OUR_SAMPLERS
+from ._common import OUR_SAMPLERS, is_batch_sampler
 
-__all__ = ["DoubleShardingError", "check_not_double_sharded"]
+__all__ = ["DoubleShardingError", "accelerate_wiring", "check_not_double_sharded"]
+
+PREPARE = "distsampler.integrations.accelerate.prepare_for_accelerate"
+#: Frames walked up from a sampler's ``__iter__`` to the Accelerate wrapper iterating it (the
+#: dispatcher sits 4 to 7 frames up: the DataLoader's iterator, a ``BatchSampler``, between).
+_FRAMES = 12
 
 
 class DoubleShardingError(RuntimeError):
@@ -28,7 +42,7 @@ def _shard_world(obj: Any) -> int:
     if isinstance(obj, DistributedSampler):
         return int(obj.num_replicas)
     if all(hasattr(obj, a) for a in ("num_processes", "process_index", "batch_sampler")):
-        return 1 if getattr(obj, "split_batches", False) else int(obj.num_processes)
+        return int(obj.num_processes)  # split_batches too: each rank keeps 1/W of every batch
     return 1
 
 
@@ -50,7 +64,9 @@ def _problems(obj: Any, path: str, sharders: tuple, depth: int = 0) -> Iterator[
     if depth > 8:
         return
     if isinstance(obj, OUR_SAMPLERS):
-        for where, world in sharders:
+        if len(sharders) == 1 and exact_under(obj, sharders[0][2]) is None:
+            return  # Accelerate's shard deals this batch sampler's batches exactly
+        for where, world, _ in sharders:
             if obj.num_replicas > 1:
                 yield (
                     True,
@@ -62,7 +78,7 @@ def _problems(obj: Any, path: str, sharders: tuple, depth: int = 0) -> Iterator[
                 )
         return
     if isinstance(obj, AccelerateBatches):
-        for where, world in sharders:
+        for where, world, _ in sharders:
             if world != obj.num_processes:
                 yield (
                     True,
@@ -80,7 +96,7 @@ def _problems(obj: Any, path: str, sharders: tuple, depth: int = 0) -> Iterator[
     world = _shard_world(obj)
     if world > 1:
         yield from _loop_back(obj, path, world)
-        sharders = (*sharders, (path, world))
+        sharders = (*sharders, (path, world, obj))
     for attr, child in _children(obj):
         yield from _problems(child, f"{path}.{attr}", sharders, depth + 1)
 
@@ -91,6 +107,8 @@ def _loop_back(obj: Any, path: str, world: int) -> Iterator[tuple[bool, str]]:
 
     inner = getattr(obj, "batch_sampler", None)
     if inner is None or isinstance(inner, AccelerateBatches) or isinstance(obj, DistributedSampler):
+        return
+    if getattr(obj, "split_batches", False):  # it pads the last batch, not the epoch
         return
     if getattr(obj, "even_batches", False) and not getattr(obj, "drop_last", False):
         try:
@@ -114,7 +132,10 @@ def check_not_double_sharded(dataloader: Any) -> None:
     ``DistributedSampler`` (Lightning's ``DistributedSamplerWrapper`` included) with more than one
     rank above one of our samplers built with ``num_replicas > 1``. A sampler built with
     ``num_replicas=1`` (one global plan that Accelerate deals out) is accepted, with a warning
-    if Accelerate will pad the epoch with repeated batches.
+    if Accelerate will pad the epoch with repeated batches. So is a batch sampler that is the
+    direct input of a ``BatchSamplerShard`` of its own world and rank without ``split_batches``:
+    it then serves each batch ``W`` times, and the shard deals it exactly
+    (:func:`accelerate_wiring`).
     """
     found = list(_problems(dataloader, "dataloader", ()))
     errors = [msg for fatal, msg in found if fatal]
@@ -126,3 +147,160 @@ def check_not_double_sharded(dataloader: Any) -> None:
         )
     for _, msg in found:
         warnings.warn(msg, stacklevel=2)
+
+
+# -- at iteration: a plain accelerator.prepare(DataLoader(...)) ----------------------------------
+def _accelerate_types() -> tuple[type, type] | None:
+    """Accelerate's ``(BatchSamplerShard, DataLoaderDispatcher)``; ``None`` if never imported
+    (then no Accelerate wrapper can exist, and nothing is imported here)."""
+    module = sys.modules.get("accelerate.data_loader")
+    if module is None:
+        return None
+    return module.BatchSamplerShard, module.DataLoaderDispatcher
+
+
+def _holds(obj: Any, owner: Any, depth: int = 4) -> bool:
+    """``owner`` is reachable from ``obj`` through ``batch_sampler`` / ``sampler`` attributes."""
+    if obj is owner:
+        return True
+    if depth == 0:
+        return False
+    for attr in ("batch_sampler", "sampler", "base_dataloader"):
+        child = getattr(obj, attr, None) if attr in _attrs(obj) else None
+        if child is not None and child is not obj and _holds(child, owner, depth - 1):
+            return True
+    return False
+
+
+def _attrs(obj: Any) -> Iterable[str]:
+    """Instance attributes only: ``DataLoaderAdapter.__getattr__`` and our ``sampler`` property
+    would otherwise build objects while we look."""
+    return getattr(obj, "__dict__", {})
+
+
+def exact_under(owner: Any, shard: Any) -> str | None:
+    """Why Accelerate's ``BatchSamplerShard`` ``shard`` cannot deal ``owner``'s batches exactly.
+
+    ``None`` when it can: ``owner`` is one of our batch samplers, the shard's direct input, with
+    Accelerate's world and rank and no ``split_batches``. The shard keeps batch ``k * W + r`` on
+    rank ``r``; ``owner`` then serves each of its local batches ``W`` times (see
+    :func:`accelerate_wiring`), so that rank ``r`` gets exactly its own ``k``-th batch. A global
+    plan (``num_replicas=1``) is Accelerate's to deal out: ``None`` too.
+    """
+    types = _accelerate_types()
+    if types is None or not isinstance(shard, types[0]):
+        return "it is not Accelerate's BatchSamplerShard"
+    world = int(shard.num_processes)
+    if owner.num_replicas == 1 or world == 1:
+        return None
+    if not is_batch_sampler(owner):
+        return (
+            f"Accelerate's BatchSamplerShard(num_processes={world}) keeps every {world}th of the "
+            "batches cut from this rank's share"
+        )
+    if shard.batch_sampler is not owner:
+        inner = type(shard.batch_sampler).__name__
+        return f"Accelerate's BatchSamplerShard deals out the batches of a {inner} around it"
+    if shard.split_batches:
+        return (
+            f"Accelerate's BatchSamplerShard(split_batches=True) cuts each of this rank's batches "
+            f"into {world} pieces and keeps one"
+        )
+    if world != owner.num_replicas or int(shard.process_index) != owner.rank:
+        return (
+            f"Accelerate's BatchSamplerShard(num_processes={world}, process_index="
+            f"{shard.process_index}) deals its batches over another world"
+        )
+    return None
+
+
+def _wiring_error(owner: Any, reason: str) -> DoubleShardingError:
+    if is_batch_sampler(owner):
+        wiring, also, fix = "batch_sampler=sampler", "", "sampler"
+    else:
+        wiring, fix = "sampler=sampler, batch_size=...", "sampler, batch_size=..."
+        also = " (as with batch_sampler=BatchSampler(sampler, ...))"
+    return DoubleShardingError(
+        f"{type(owner).__name__}(num_replicas={owner.num_replicas}, rank={owner.rank}) already "
+        f"gives this rank its own share of the plan, and {reason}: each rank would silently "
+        f"train on part of its share. accelerator.prepare(DataLoader(dataset, {wiring})) shards "
+        f"our samplers a second time{also}; build the loader with "
+        f"{PREPARE}(accelerator, dataset, {fix}) instead"
+    )
+
+
+def accelerate_wiring(owner: Any, items: Iterator, frame: FrameType | None) -> Iterator:
+    """``owner``'s items as the Accelerate wrappers iterating it need them, or a loud error.
+
+    Our samplers call this from ``__iter__`` (``frame``: theirs) when Accelerate is imported. It
+    walks up the frames to the first Accelerate layer that iterates ``owner``:
+
+    * :class:`~distsampler.integrations.AccelerateBatches`: ``prepare_for_accelerate``'s
+      pass-through; ``items`` as they are;
+    * ``BatchSamplerShard`` that can deal ``owner``'s batches exactly (:func:`exact_under`):
+      each batch ``W`` times, so the shard keeps exactly this rank's batches;
+    * any other ``BatchSamplerShard``, or ``dispatch_batches``' ``DataLoaderDispatcher`` (it
+      iterates process 0's sampler alone), above a rank-aware sampler: raises.
+
+    ``items`` as they are when no Accelerate layer iterates ``owner`` (torchrun, a plain loop).
+
+    Raises:
+        DoubleShardingError: the loader would shard the sampler's plan a second time; the
+            message names the wiring and ``prepare_for_accelerate``.
+    """
+    types = _accelerate_types()
+    if types is None:
+        return items
+    shard_type, dispatcher_type = types
+    batches = sys.modules.get(__package__ + ".accelerate")
+    for _ in range(_FRAMES):
+        if frame is None:
+            break
+        this = frame.f_locals.get("self")
+        frame = frame.f_back
+        if this is None or this is owner:
+            continue
+        if batches is not None and isinstance(this, batches.AccelerateBatches):
+            if this.sampler is owner:
+                return items
+        elif isinstance(this, shard_type) and _holds(this, owner):
+            reason = exact_under(owner, this)
+            if reason is not None:
+                raise _wiring_error(owner, reason)
+            world = int(this.num_processes)
+            if world == 1 or owner.num_replicas == 1:
+                return items
+            return _repeated(items, world, getattr(this, "batch_size", None), owner)
+        elif isinstance(this, dispatcher_type) and _holds(this, owner) and owner.num_replicas > 1:
+            raise _wiring_error(
+                owner,
+                "Accelerate's dispatch_batches=True iterates process 0's sampler alone and "
+                "splits its batches over the ranks",
+            )
+    return items
+
+
+def repeats_for_length(owner: Any, frame: FrameType | None) -> int:
+    """``W`` when ``frame`` is the ``BatchSamplerShard`` asking ``len(owner)`` that
+    :func:`accelerate_wiring` serves each batch ``W`` times; else 1 (never raises)."""
+    types = _accelerate_types()
+    if types is None or frame is None:
+        return 1
+    shard = frame.f_locals.get("self")
+    if not isinstance(shard, types[0]) or exact_under(owner, shard) is not None:
+        return 1
+    return 1 if owner.num_replicas == 1 else int(shard.num_processes)
+
+
+def _repeated(items: Iterator, times: int, size: int | None, owner: Any) -> Iterator:
+    """Each batch ``times`` times; the shard counts a batch of another length than ``size``
+    as the epoch's short last one, so such a batch is refused rather than mis-dealt."""
+    for batch in items:
+        if size is not None and len(batch) != size:
+            raise _wiring_error(
+                owner,
+                f"Accelerate's BatchSamplerShard expects batches of batch_size={size}, but got "
+                f"one of {len(batch)}",
+            )
+        for _ in range(times):
+            yield batch
