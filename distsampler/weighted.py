@@ -20,9 +20,12 @@ from ._core.plan import (
     Timeline,
     WeightedIID,
     WeightedWithoutReplacement,
+    largest_remainder,
 )
+from ._core.shard_plan import ShardedStratified
 from ._core.sharding import Shard, resolve_world
 from ._core.state import Config, EpochState, config_value
+from ._sharded import ShardedSampler, shard_options
 from ._types import ClassWeightsLike, LabelsLike, WeightsLike
 from .groups import GroupIndex
 from .weight_index import WeightIndex
@@ -35,7 +38,7 @@ _FIRST = 1 << 10  # first chunk: the first index comes sooner
 _KEEP_UPDATES = 64
 
 
-class DistributedWeightedSampler(Sampler[int], EpochState):
+class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
     """Weighted sampling for DDP: every rank reads its share of one global, seeded plan.
 
     ``WeightedRandomSampler`` semantics (``replacement=True``: i.i.d. draws with probability
@@ -77,6 +80,21 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             (and balanced local batches under stratification).
         dataset_size: ``len(dataset)``, checked against the labels or weights given (recommended:
             with a plain ``DataLoader`` a mismatch otherwise goes unnoticed).
+        shards: a `distsampler.shards.ShardLayout` of the dataset: the plan then reads shard by
+            shard (each shard about once an epoch across the job) and keeps every promise above
+            (exact class counts, one stream for every world size that divides ``lanes``, resume
+            by an integer). Needs ``labels=`` with ``stratify=True`` and fixed class weights.
+            The epoch then holds ``num_samples`` rounded up to a multiple of
+            ``lanes x block_size`` positions. See the sharded storage guide.
+        cache_shards: with ``shards=``: shards one lane reads from at a time (its working set;
+            more mixes class-pure shards better and costs cache).
+        resident: with ``shards=``: the most members kept resident (classes drawn more often
+            than they have members: read once, served anywhere in the epoch); ``None``: every
+            such member. Oversampled classes past the budget are read with their shards and
+            repeat in bursts (a warning says how many).
+        lanes: with ``shards=``: the plan's independent readers; a world size must divide it.
+            Default: the world size of the first run; a state keeps it, and a sampler built
+            with the default adopts the state's lanes in ``load_state_dict``.
 
     Equal lengths: each rank yields ``ceil(num_samples / W)`` indices (``floor`` with
     ``drop_last``). The up to ``W - 1`` extra positions continue the same stream. With
@@ -116,6 +134,10 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         drop_last: bool = False,
         block_size: int = 1,
         dataset_size: int | None = None,
+        shards: Any = None,
+        cache_shards: int = 4,
+        resident: int | None = None,
+        lanes: int | None = None,
     ) -> None:
         if (weights is None) == (labels is None):
             raise ValueError(
@@ -130,6 +152,15 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         self.num_replicas, self.rank, self.block_size = world, rnk, self._shard.block_size
         self.index: GroupIndex | None = None  # labels= (a label index)
         self.weight_index: WeightIndex | None = None  # weights= (a weight index)
+        self.shards = shards
+        self._lanes_given = lanes is not None
+        self._shard_args = (cache_shards, resident, lanes)
+        if shards is not None and weights is not None:
+            raise ValueError(
+                "shards= needs labels= (a class-first plan: classes drawn more often than they "
+                "have members are kept resident, the others read shard by shard); per-sample "
+                "weights= are not supported with shards= yet"
+            )
         if weights is not None:
             if stratify:
                 raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
@@ -200,6 +231,17 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
                 "samples in several groups (multi-label): a sample could be drawn once through "
                 "each; use replacement=True (members still cycle without repeats per class)"
             )
+        if self.shards is not None:
+            if not self.stratify or epoch_dependent or schedule is not None:
+                raise ValueError(
+                    "shards= needs stratify=True and fixed class_weights (not epoch-dependent, "
+                    "not a StepSchedule): the shard plan draws exact class counts per epoch"
+                )
+            if index.multilabel:
+                raise ValueError("shards= needs single-label data (one group per sample)")
+            self._num_samples_arg = self.num_samples
+            self._share0 = shares(0)
+            return self._shard_plan_for(self._share0, self._shard_args[2])
         if self.stratify:
             plan = Stratified(
                 index, shares, self.num_samples, self.replacement, epoch_dependent, self._timeline
@@ -224,6 +266,40 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             w[index.members] = np.repeat(per_class, sizes)
         return self._without_replacement(w, int(np.count_nonzero(w)))
 
+    def _shard_plan_for(self, share: np.ndarray, lanes: int | None) -> ShardedStratified:
+        """The shard-local stratified plan for ``lanes`` (``None``: the world size)."""
+        index = self.index
+        assert index is not None  # shards= needs labels=
+        cache_shards, resident, _ = self._shard_args
+        opts = shard_options(
+            self.shards, len(index), self.num_replicas, cache_shards, resident, lanes
+        )
+        unit = opts.lanes * self.block_size
+        self.num_samples = -(-self._num_samples_arg // unit) * unit
+        counts = largest_remainder(self.num_samples, share)
+        if not self.replacement:
+            over = np.flatnonzero(counts > index.sizes)
+            if over.size:
+                c = int(over[0])
+                raise ValueError(
+                    f"num_samples={self.num_samples} needs {counts[c]} draws of class "
+                    f"{index.names[c]!r} per epoch, more than its {index.sizes[c]} samples; "
+                    "without replacement lower num_samples or use replacement=True"
+                )
+        plan = ShardedStratified(
+            index,
+            np.asarray(self.shards.offsets),
+            counts,
+            self.num_samples,
+            opts,
+            self.block_size,
+            self.seed,
+            self.replacement,
+        )
+        self._shard_plan = plan
+        self._warn_overflow(index.names)
+        return plan
+
     def _without_replacement(self, w: np.ndarray, positive: int) -> WeightedWithoutReplacement:
         """The plan, refusing ``num_samples`` above the number of positive weights."""
         if self.num_samples > positive:
@@ -234,7 +310,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return WeightedWithoutReplacement(w, self.num_samples, positive)
 
     def _check_counts(self, epoch: int) -> None:
-        if self.replacement:
+        if self.replacement or self._shard_plan is not None:
             return
         plan, index = self._plan, self.index
         assert isinstance(plan, Stratified) and index is not None  # labels without replacement
@@ -261,6 +337,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         }
         if self.index is not None:
             config["class_shares"] = self._shares_digest
+        config.update(self._shard_config())
         return {k: config_value(v) for k, v in config.items()}
 
     @property
@@ -343,6 +420,11 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
             The run position from which the new shares hold.
         """
         index = self.index
+        if self._shard_plan is not None:
+            raise ValueError(
+                "update_shares is not supported with shards= yet: the shard plan cuts each "
+                "epoch's lanes from fixed class counts"
+            )
         if index is None or (not self.replacement and not self.stratify):
             raise ValueError(
                 "update_shares needs labels= with replacement=True or stratify=True; "
@@ -394,6 +476,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState):
         return Origin(epoch, share)
 
     def load_state_dict(self, state: dict) -> None:
+        lanes = self._state_lanes(state)
+        if lanes is not None:  # lanes= left at its default: the run's lanes come from the state
+            self._plan = self._shard_plan_for(self._share0, lanes)
         super().load_state_dict(state)
         updates = state.get("updates", [])
         if (updates or "origin" in state) and self.index is None:

@@ -1,0 +1,136 @@
+"""What a sampler built with ``shards=`` adds: its options, the lanes it serves, the schedule.
+
+One mixin for both samplers (the index and the quota sampler), so the arguments, the errors,
+the state fields and the reader's interface are written once. The plan itself is
+:mod:`distsampler._core.shard_plan`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ._core.checks import check_int
+from ._core.shard_plan import SHARD_PLAN_VERSION, LaneLayout, ShardOptions
+
+__all__ = ["ShardedSampler", "shard_options"]
+
+
+def shard_options(
+    shards: Any,
+    dataset_size: int,
+    world: int,
+    cache_shards: int,
+    resident: int | None,
+    lanes: int | None,
+) -> ShardOptions:
+    """Checked options for ``shards=``; ``lanes=None`` is the world size (a state keeps it)."""
+    offsets = getattr(shards, "offsets", None)
+    if offsets is None or not callable(getattr(shards, "fingerprint", None)):
+        raise TypeError(
+            f"shards should be a distsampler.shards.ShardLayout, but got {type(shards).__name__}"
+        )
+    if len(shards) != dataset_size:
+        raise ValueError(
+            f"shards holds {len(shards)} samples but the labels describe {dataset_size}: "
+            "the layout and the labels must describe the same dataset, in the same order"
+        )
+    options = ShardOptions(
+        world if lanes is None else check_int("lanes", lanes, 1),
+        check_int("cache_shards", cache_shards, 1),
+        None if resident is None else check_int("resident", resident, 0),
+    )
+    LaneLayout(options.lanes).check_world(world)
+    return options
+
+
+class ShardedSampler:
+    """The reader's view of a sampler built with ``shards=`` (see ``ShardedDataset``).
+
+    Subclasses set ``shards`` (the layout, or ``None``), ``_shard_plan`` (a plan with
+    ``schedule(epoch, lane)``, ``resident_members()`` and ``options``) and ``_lanes_given``.
+    """
+
+    shards: Any = None
+    _shard_plan: Any = None
+    _lanes_given: bool = False
+
+    # -- the reader's interface ----------------------------------------------------------------
+    @property
+    def lanes(self) -> int | None:
+        """The plan's independent readers (``None`` without ``shards=``)."""
+        return None if self._shard_plan is None else self._shard_plan.options.lanes
+
+    @property
+    def cache_shards(self) -> int | None:
+        """Shards a lane reads from at a time (``None`` without ``shards=``)."""
+        return None if self._shard_plan is None else self._shard_plan.options.cache_shards
+
+    def _need_shards(self, what: str) -> Any:
+        if self._shard_plan is None:
+            raise ValueError(f"{what} needs a sampler built with shards=ShardLayout(...)")
+        return self._shard_plan
+
+    def lanes_served(self) -> tuple[int, ...]:
+        """Lanes this rank reads in the current iteration: ``l % num_replicas == rank``, or,
+        after resuming mid-epoch under another world size, the lanes the rest of the epoch
+        deals it (until the next ``set_epoch``)."""
+        plan = self._need_shards("lanes_served()")
+        start = self._resume // plan.layout.block  # type: ignore[attr-defined]
+        return plan.layout.served(self._shard.world, self._shard.rank, start)  # type: ignore[attr-defined]
+
+    def shard_schedule(self, epoch: int | None = None) -> dict[int, np.ndarray]:
+        """For each lane this rank serves, the shard ids in the order the lane opens them in
+        ``epoch`` (default: the current one). A lane reads from at most ``cache_shards``
+        consecutive entries at a time (entry ``j`` opens when entry ``j - cache_shards`` is
+        done). Resident members are read off this schedule (:meth:`resident_indices`)."""
+        plan = self._need_shards("shard_schedule()")
+        ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)  # type: ignore[attr-defined]
+        return {lane: plan.schedule(ep, lane) for lane in self.lanes_served()}
+
+    def resident_indices(self) -> np.ndarray:
+        """Sorted dataset indices kept resident: the members of classes drawn more often than
+        they have members in an epoch (oversampled), within the ``resident=`` budget. A reader
+        keeps them (memory or a local cache) and serves them at any time."""
+        return self._need_shards("resident_indices()").resident_members()
+
+    # -- construction helpers --------------------------------------------------------------------
+    def _shard_config(self) -> dict:
+        plan = self._shard_plan
+        if plan is None:
+            return {}
+        return {
+            "shard_plan_version": SHARD_PLAN_VERSION,
+            "shards": self.shards.fingerprint(),
+            "lanes": plan.options.lanes,
+            "cache_shards": plan.options.cache_shards,
+            "resident": -1 if plan.options.resident is None else plan.options.resident,
+        }
+
+    def _warn_overflow(self, names: Any) -> None:
+        classes, members = self._shard_plan.overflow
+        if classes:
+            budget = self._shard_plan.options.resident
+            warnings.warn(
+                f"resident={budget} holds {self._shard_plan.resident_members().size} members; "
+                f"{classes} more oversampled {'class' if classes == 1 else 'classes'} "
+                f"({members} members) are read with their shards, so each of their members "
+                "repeats within its shard's window (a burst); raise resident= to spread them "
+                "evenly",
+                stacklevel=3,
+            )
+
+    def _state_lanes(self, state: Any) -> int | None:
+        """The lanes a state was saved with, if this sampler should adopt them: ``lanes=`` was
+        left at its default, so a resumed run finds the plan's lanes in the state."""
+        if self._shard_plan is None or self._lanes_given or not isinstance(state, dict):
+            return None
+        config = state.get("config")
+        lanes = config.get("lanes") if isinstance(config, dict) else None
+        if lanes is None or lanes == self._shard_plan.options.lanes:
+            return None
+        lanes = check_int("state['config']['lanes']", lanes, 1)
+        LaneLayout(lanes).check_world(self._shard.world)  # type: ignore[attr-defined]
+        return lanes
