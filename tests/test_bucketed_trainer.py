@@ -2,7 +2,8 @@
 
 ``TrainingArguments(train_sampling_strategy="group_by_length")`` (``group_by_length=True``
 before transformers 5) used to be ignored silently: Trainer's own ``LengthGroupedSampler``
-never runs under SamplerTrainer, whose loader is the train_sampler's.
+never runs under SamplerTrainer, whose loader is the train_sampler's. These tests check the
+construction; tests/test_trainer_loader.py checks the batches the training step receives.
 """
 
 from __future__ import annotations

@@ -180,8 +180,9 @@ class SamplerTrainerMixin(_TrainerBase):
             With ``train_sampling_strategy="group_by_length"`` (``group_by_length=True``
             before transformers 5) a weighted or quota sampler becomes the source of a
             :class:`~distsampler.DistributedBucketBatchSampler` (lengths from the dataset's
-            ``length_column_name`` column, else its ``input_ids``); Trainer's other sampling
-            strategies are refused.
+            ``length_column_name`` column, else its ``input_ids``), and ``self.train_sampler``
+            is that bucketed sampler: the loader, ``set_epoch``, checkpoints and resume all
+            use it. Trainer's other sampling strategies are refused.
 
     Guarantees, under ``torchrun --nproc_per_node=W`` with any ``gradient_accumulation_steps``
     and ``dataloader_num_workers``: each rank trains on exactly the sampler's local batches, in
@@ -202,7 +203,11 @@ class SamplerTrainerMixin(_TrainerBase):
         ``args.ignore_data_skip=True`` keeps Trainer's own behaviour: the sampler state is not
         loaded and the checkpoint's epoch restarts from its first batch. ``auto_find_batch_size``
         and Accelerate's ``split_batches``/``dispatch_batches`` are refused (the batch size is
-        the sampler's, and each rank draws its own batches).
+        the sampler's, and each rank draws its own batches), as are ``data_seed`` other than
+        the sampler's ``seed`` (it would seed Trainer's own, unused sampler) and
+        ``dataloader_drop_last=True`` with token-budget batches (none has a fixed size).
+        Batches of a fixed size (quota, bucketed) are always full: ``dataloader_drop_last``
+        drops only a weighted sampler's short last batch.
     """
 
     train_sampler: OurSampler
