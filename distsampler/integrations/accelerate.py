@@ -6,6 +6,12 @@ the loader around :class:`AccelerateBatches`, which repeats every local batch ``
 that round-robin hands each rank exactly its own batches (nothing computed for the other ranks,
 no loop-back padding: our lengths are already equal). The batches are those of the native
 ``torchrun`` run, and the sampler's state resumes under any world size.
+
+Trap: a loader prepared by hand, ``accelerator.prepare(DataLoader(dataset, batch_sampler=s))``,
+is exact only for a batch sampler directly under Accelerate's shard of its own world (it then
+repeats its batches itself); any other wiring of a batch sampler raises
+``DoubleShardingError`` at the first batch
+(:func:`~distsampler.integrations.double_sharding.accelerate_wiring`).
 """
 
 from __future__ import annotations
