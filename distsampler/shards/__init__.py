@@ -12,16 +12,9 @@ for Parquet (extras ``shards`` and ``parquet``).
 
 from __future__ import annotations
 
-from typing import Any
-
+from .fetch import ShardFetchError
 from .layout import ShardLayout
+from .reader import ShardedDataset
+from .tar import TarError
 
-__all__ = ["ShardLayout", "ShardedDataset"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ShardedDataset":  # imported on first use: the reader's imports stay lazy
-        from .reader import ShardedDataset
-
-        return ShardedDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ShardFetchError", "ShardLayout", "ShardedDataset", "TarError"]
