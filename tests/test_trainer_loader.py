@@ -313,3 +313,18 @@ def test_dataloader_drop_last_with_a_token_budget_is_refused(tmp_path) -> None:
         source("weighted"), LENGTHS, max_tokens=1024, num_replicas=1, rank=0
     )
     assert trained(trainer) == [list(b) for b in again]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_two_process_checkpoint_resumes_in_one(weighted_run, tmp_path) -> None:
+    """checkpoint-15 of the 2-process run (epoch 1, 4 of 25 bucketed micro-batches trained) in
+    this process: the other 21 of the same global stream, then the run ends at epoch 2."""
+    tmp, full = weighted_run
+    trainer = make_trainer(source("weighted"), tmp_path)
+    trainer.train(resume_from_checkpoint=str(tmp / "out" / "checkpoint-15"))
+    rest = [b for r in zip(*(batches(log, 15)[1] for log in full), strict=True) for b in r]
+    assert trained(trainer) == plan("weighted", 1, 0, 1)[4:] == rest[:21]
+    assert trainer.state.global_step == trainer.state.max_steps == 15 + 21
+    assert epochs_of(trainer)[16] == pytest.approx(1 + 5 / 25)
+    assert trainer.state.epoch == pytest.approx(2)
