@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from . import weights as W
+from ._batch import check_wiring
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
 from ._core.origin import Origin, compacted_state, parse_origin, parse_updates
 from ._core.plan import (
@@ -371,7 +372,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
         return self._plan.draw(self.seed, ep, np.asarray(positions, dtype=np.int64))
 
     def __iter__(self) -> Iterator[int]:
-        return self._serve(_CHUNK, self.indices, first=_FIRST)
+        # check_wiring: under a framework that shards it again (plain accelerator.prepare),
+        # the first index raises DoubleShardingError naming prepare_for_accelerate.
+        return check_wiring(self, self._serve(_CHUNK, self.indices, first=_FIRST))
 
     # -- shares that change during the run -------------------------------------------------
     def update_shares(

@@ -29,12 +29,6 @@ BATCH = ["quota", "class", "bucket", "bucket-tokens"]
 WEIGHTED = ["weighted-sampler", "weighted-batch-sampler"]
 WIRING = {name: "DataLoader(dataset, batch_sampler=sampler)" for name in BATCH}
 WIRING.update({name: "DataLoader(dataset, sampler=sampler, batch_size=...)" for name in WEIGHTED})
-# DistributedWeightedSampler.__iter__ (distsampler/weighted.py) must hand its indices to
-# distsampler._batch.check_wiring, as the batch samplers do; until it does, the weighted
-# sampler is still sharded twice without a word.
-NEEDS_WEIGHTED_HOOK = pytest.mark.xfail(
-    strict=True, reason="DistributedWeightedSampler.__iter__ does not call check_wiring yet"
-)
 
 
 def _free_port() -> int:
@@ -103,7 +97,7 @@ def test_split_batches_is_refused_at_the_first_batch(results, name):
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("setting", ["default", "uneven", "split"])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_WEIGHTED_HOOK) for n in WEIGHTED])
+@pytest.mark.parametrize("name", WEIGHTED)
 def test_weighted_sampler_under_plain_prepare_is_refused_at_the_first_batch(results, name, setting):
     """sampler=ours (or a BatchSampler around it) under accelerator.prepare: refused before any
     batch, naming prepare_for_accelerate and the wiring."""

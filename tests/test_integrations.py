@@ -118,9 +118,6 @@ def test_accelerate_batches_checks_its_world() -> None:
 
 # -- a plain accelerator.prepare(DataLoader(...)) of our samplers -------------------------------
 # tests/test_accelerate_prepare.py runs these wirings in a real 2-process accelerate launch.
-NEEDS_WEIGHTED_HOOK = pytest.mark.xfail(
-    strict=True, reason="DistributedWeightedSampler.__iter__ does not call check_wiring yet"
-)
 
 
 def plain_prepared(dl: DataLoader, world: int, rank: int, **kwargs):
@@ -217,10 +214,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(
     "name, factory, world, kwargs, reason",
-    [
-        pytest.param(*case, marks=NEEDS_WEIGHTED_HOOK if "weighted" in case[0] else ())
-        for case in REFUSED
-    ],
+    REFUSED,
     ids=[case[0] for case in REFUSED],
 )
 def test_plain_prepare_refuses_other_wirings_at_the_first_batch(

@@ -28,7 +28,8 @@ world size, resume by an integer) and adds locality:
   ``o + k u`` (``u`` a keyed uniform, ``k = cache_shards``) and the lane reads its draws in key
   order: at any time only ``k`` consecutive shards are open (shard ``o`` opens when shard
   ``o - k`` closes), and consecutive positions mix the draws of ``k`` shards. Resident draws sit
-  evenly between them (a Bresenham line).
+  evenly between them (a Bresenham line); lane ``l`` takes positions ``l, l + L, ...`` of the
+  resident stream, so the resident classes follow one stratified order across the lanes.
 
 Trade-off: with class-mixed shards every window holds every class in proportion; with
 class-pure shards (data written class by class) a window holds at most ``k`` local classes, so
@@ -113,11 +114,12 @@ class LaneLayout:
 def class_ranks(index: GroupIndex, classes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """``T[s, j]``: members of class ``classes[j]`` with a dataset index below ``offsets[s]``.
 
-    ``(num_shards + 1, len(classes))`` int64: the class ranks at the shard boundaries, so the
+    ``(num_shards + 1, len(classes))`` (int32 below ``2**31`` samples): the class ranks at the shard boundaries, so the
     members of class ``c`` in shard ``s`` are its ranks ``[T[s, c], T[s + 1, c])``. Members are
     stored sorted, so this is a binary search per class, never a pass over the dataset.
     """
-    out = np.empty((len(offsets), len(classes)), dtype=np.int64)
+    dtype = np.int32 if len(offsets) and int(offsets[-1]) < (1 << 31) else np.int64
+    out = np.empty((len(offsets), len(classes)), dtype=dtype)
     for j, c in enumerate(classes):
         c = int(c)
         if index.members is None:  # a range: members offsets[c] + [0, size)
@@ -135,7 +137,7 @@ class _Epoch:
     order: np.ndarray  # shard ids with local draws, in the epoch's keyed order
     cum: np.ndarray  # cumulative local draws before each entry of ``order`` (len + 1)
     cuts: np.ndarray  # local draw ordinal where each lane starts (lanes + 1)
-    resident_start: np.ndarray  # resident stream position where each lane starts (lanes + 1)
+    resident: np.ndarray  # resident draws of each lane
     phase: np.ndarray  # U_e of each local class
 
 
@@ -205,22 +207,24 @@ class ShardedStratified:
         lc = self.local_classes
         n, s = self.counts[lc], self.index.sizes[lc]
         phase = (self._phase0 + (epoch * n) % np.maximum(s, 1)) % np.maximum(s, 1)
-        slots = np.arange(len(lc))
-        F = self._select(self._ranks, slots[None, :], phase)  # (shards + 1, classes)
-        draws = np.diff(F, axis=0).sum(axis=1)  # local draws of each shard
-        num_shards = len(draws)
+        num_shards = len(self._ranks) - 1
+        draws = np.zeros(num_shards, dtype=np.int64)  # local draws of each shard
+        for j in range(len(lc)):  # a column at a time: O(shards) temporaries
+            F = self._select(self._ranks[:, j].astype(np.int64), np.int64(j), phase)
+            draws += np.diff(F)
         perm = permute(np.arange(num_shards), num_shards, make_key(self.seed, epoch, ORDER))
         order = perm[draws[perm] > 0]
         cum = np.concatenate([[0], np.cumsum(draws[order])])
         lanes = self.options.lanes
         per_lane = self.num_samples // lanes
+        # Resident stream position i L + l is lane l's i-th resident draw: every lane reads a
+        # slice of the whole stratified stream, and the stream's order is the global order.
         r, extra = divmod(self._res_total, lanes)
         res = np.full(lanes, r, np.int64)
         res[:extra] += 1
-        resident_start = np.concatenate([[0], np.cumsum(res)])
         cuts = np.concatenate([[0], np.cumsum(per_lane - res)])
         assert cuts[-1] == cum[-1], "local draws and lane lengths disagree"
-        got = _Epoch(order, cum, cuts, resident_start, phase)
+        got = _Epoch(order, cum, cuts, res, phase)
         if len(self._epochs) > 4:
             self._epochs.clear()
         self._epochs[epoch] = got
@@ -253,7 +257,7 @@ class ShardedStratified:
         """Local draws of ``shards`` (ids): ``(entry, index)`` sorted by entry, then dataset
         index (a member drawn twice appears twice in a row)."""
         T = self._ranks
-        lo, hi = T[shards], T[shards + 1]  # (len(shards), classes)
+        lo, hi = T[shards].astype(np.int64), T[shards + 1].astype(np.int64)  # (shards, classes)
         e, j = np.nonzero(hi > lo)
         lo, hi = lo[e, j], hi[e, j]
         lengths = hi - lo
@@ -303,14 +307,14 @@ class ShardedStratified:
     # -- the plan -----------------------------------------------------------------------------
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         assert seed == self.seed, "a shard plan is built for one seed"
-        positions = np.asarray(positions, dtype=np.int64)
-        if positions.size and int(positions.max()) >= self.num_samples:
-            raise ValueError("positions past the epoch's plan")
+        # Past the epoch (equal lengths after a resume under another world size leave at most
+        # W x B - 1 such positions): the epoch's first positions again, as DistributedSampler pads.
+        positions = np.asarray(positions, dtype=np.int64) % self.num_samples
         out = np.empty(len(positions), dtype=np.int64)
         ep = self.epoch(epoch)
         lane, j = self.layout.split(positions)
         m = self.num_samples // self.options.lanes
-        res = np.diff(ep.resident_start)[lane]
+        res = ep.resident[lane]
         before = (j * res) // m  # resident positions of the lane before j (Bresenham)
         is_res = ((j + 1) * res) // m > before
         local = ~is_res
@@ -322,7 +326,7 @@ class ShardedStratified:
             out[sel] = got[ordinal - p0]
         if is_res.any():
             sel = np.flatnonzero(is_res)
-            rpos = ep.resident_start[lane[sel]] + before[sel]
+            rpos = before[sel] * self.options.lanes + lane[sel]
             out[sel] = self._resident(epoch, rpos)
         return out
 
