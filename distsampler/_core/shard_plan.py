@@ -114,9 +114,10 @@ class LaneLayout:
 def class_ranks(index: GroupIndex, classes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """``T[s, j]``: members of class ``classes[j]`` with a dataset index below ``offsets[s]``.
 
-    ``(num_shards + 1, len(classes))`` (int32 below ``2**31`` samples): the class ranks at the shard boundaries, so the
-    members of class ``c`` in shard ``s`` are its ranks ``[T[s, c], T[s + 1, c])``. Members are
-    stored sorted, so this is a binary search per class, never a pass over the dataset.
+    ``(num_shards + 1, len(classes))``, int32 below ``2**31`` samples: the class ranks at the
+    shard boundaries, so the members of class ``c`` in shard ``s`` are its ranks
+    ``[T[s, c], T[s + 1, c])``. Members are stored sorted, so this is a binary search per class,
+    never a pass over the dataset.
     """
     dtype = np.int32 if len(offsets) and int(offsets[-1]) < (1 << 31) else np.int64
     out = np.empty((len(offsets), len(classes)), dtype=dtype)
