@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +13,10 @@ from ._core.checks import MAX_SIZE, check_bool, check_int, share_array
 from ._core.origin import Origin, compacted_state, parse_origin, parse_updates
 from ._core.plan import PLAN_VERSION
 from ._core.quota_plan import QuotaPlan, QuotaTimeline
+from ._core.shard_plan import ShardedQuota
 from ._core.sharding import resolve_world
 from ._core.state import Config, config_value
+from ._sharded import ShardedSampler, shard_options
 from ._types import LabelsLike
 from .groups import GroupIndex
 from .weights import StepSchedule
@@ -26,7 +29,7 @@ _KEEP_UPDATES = 64
 POLICIES = ("cycle", "replace")
 
 
-class DistributedQuotaBatchSampler(BatchPlanSampler):
+class DistributedQuotaBatchSampler(BatchPlanSampler, ShardedSampler):
     """Mini-batches with an exact quota per group on every rank, from one global plan.
 
     The plan is a stream of global micro-batches (each ``batch_size`` indices); micro-batch
@@ -69,6 +72,18 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             the quotas; ``quotas=`` still sets the epoch length. Part of the configuration a
             state is checked against. An ``update_shares`` adds a point of its own; of two
             points at one position the later-added wins.
+        shards: a `distsampler.shards.ShardLayout` of the dataset: batches are then read shard
+            by shard (each shard about once an epoch across the job), every named quota still
+            exact in every batch. Named quotas must be ints and policies ``"cycle"``; a named
+            group drawn more often than it has members each epoch is kept resident, every other
+            named group is read with its shards, and the groups not named fill the remaining
+            slots together, exact per epoch, their mix in a batch following the shards a lane
+            has open. The epoch holds ``epoch_batches`` rounded up to a multiple of ``lanes``.
+        cache_shards: with ``shards=``: shards one lane reads from at a time.
+        resident: with ``shards=``: the most members kept resident (default: every member of
+            a named group that needs it); a budget too small for such a group is refused.
+        lanes: with ``shards=``: the plan's independent readers, a multiple of the world size
+            (default: the world size of the first run; a state keeps it).
 
     Trap: the even spread of a float share holds for the global stream of batches. A rank
     reads every ``W``-th batch, so its own prefix can drift further from ``k`` times the share
@@ -103,6 +118,10 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         drop_last: bool = False,
         dataset_size: int | None = None,
         schedule: StepSchedule | None = None,
+        shards: Any = None,
+        cache_shards: int = 4,
+        resident: int | None = None,
+        lanes: int | None = None,
     ) -> None:
         self._init_batches(num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
         world = self.num_replicas
@@ -149,6 +168,50 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         self.schedule = schedule
         self._schedule_points = self._parse_schedule(schedule)
         self._timeline = self._new_timeline()
+        self.shards = shards
+        self._lanes_given = lanes is not None
+        self._shard_args = (cache_shards, resident)
+        self._plain_batches = self.epoch_batches
+        if shards is not None:
+            self._check_shardable()
+            self._shard_plan_for(lanes)
+
+    def _check_shardable(self) -> None:
+        """What the shard plan supports, refused with the reason."""
+        if self.schedule is not None:
+            raise ValueError("schedule= is not supported with shards= yet (fixed quotas only)")
+        if self.index.multilabel:
+            raise ValueError("shards= needs single-label data (one group per sample)")
+        if not self._cycled.all():
+            raise ValueError(
+                "shards= needs policies 'cycle' (the default): a group is read without "
+                "replacement where it lives, or kept resident"
+            )
+        if self._float_named.any():
+            g = int(np.flatnonzero(self._float_named)[0])
+            raise ValueError(
+                f"quotas[{self.index.names[g]!r}] is a float share; with shards= named quotas "
+                "must be int counts per batch (the groups not named fill the rest)"
+            )
+
+    def _shard_plan_for(self, lanes: int | None) -> None:
+        """The shard-local quota plan for ``lanes`` (``None``: the world size)."""
+        cache_shards, resident = self._shard_args
+        world = self.num_replicas
+        opts = shard_options(self.shards, len(self.index), world, cache_shards, resident, lanes)
+        self.epoch_batches = -(-self._plain_batches // opts.lanes) * opts.lanes
+        per = np.where(self._named, np.round(self._per_batch), 0).astype(np.int64)
+        self._shard_plan = ShardedQuota(
+            self.index,
+            np.asarray(self.shards.offsets),
+            self.batch_size,
+            per,
+            ~self._named,
+            self.epoch_batches,
+            opts,
+            self.seed,
+            self.shuffle_within_batch,
+        )
 
     def _parse_schedule(self, schedule: StepSchedule | None) -> list:
         """``[(run, per-batch counts, float-named)]`` of a schedule's points (shares spread as
@@ -270,6 +333,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             else:
                 raise TypeError(f"{argument}[{name!r}] should be an int or a float, but got {q!r}")
             named[g] = True
+        self._named = named
         taken = per.sum()
         if taken > bs + 1e-9:
             raise ValueError(
@@ -308,10 +372,14 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
     # -- the plan ------------------------------------------------------------------------------
     def per_epoch_counts(self) -> np.ndarray:
         """Draws of each group in one epoch (``epoch_batches`` global micro-batches), exact."""
+        if self._shard_plan is not None:
+            return self._shard_plan.per_epoch_counts()
         return self._plan.per_epoch_counts()
 
     def _draw(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
         """Global micro-batches as a ``(n, batch_size)`` array of dataset indices."""
+        if self._shard_plan is not None:
+            return self._shard_plan.draw(self.seed, epoch, micro_batches)
         return self._timeline.draw(self.seed, epoch, micro_batches)
 
     # -- quotas that change during the run -------------------------------------------------------
@@ -353,6 +421,11 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         """
         from .feedback import _next_run
 
+        if self._shard_plan is not None:
+            raise ValueError(
+                "update_shares is not supported with shards= yet: the shard plan cuts each "
+                "epoch's lanes from fixed quotas"
+            )
         per, named = self._update_quotas(shares)
         run = _next_run(self, per, at, accumulation_steps, self.num_replicas)
         self._updates.append((run, per))
@@ -367,11 +440,11 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
             for k, v in shares.items():
                 if isinstance(v, (float, np.floating)) and not np.isfinite(v):
                     raise ValueError(f"shares[{k!r}] should be finite, but got {v!r}")
-            saved = self._float_named
+            saved = self._float_named, self._named
             try:
                 per = self._parse_quotas(shares, "shares")
             finally:
-                self._float_named = saved
+                self._float_named, self._named = saved
             # A group spreads alone exactly when its count is fractional: the rule a resumed
             # state applies to its updates (``_install``), so live and resumed streams agree.
             named = np.abs(per - np.round(per)) >= 1e-9
@@ -393,6 +466,9 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         )
 
     def load_state_dict(self, state: dict) -> None:
+        lanes = self._state_lanes(state)
+        if lanes is not None:  # lanes= left at its default: the run's lanes come from the state
+            self._shard_plan_for(lanes)
         super().load_state_dict(state)
         parsed = parse_updates(state.get("updates", []), len(self.index.names), "quotas")
         origin = None
@@ -462,6 +538,7 @@ class DistributedQuotaBatchSampler(BatchPlanSampler):
         for name, per, cyc in zip(self.index.names, self._per_batch, self._cycled, strict=True):
             config[f"quota[{name!r}]"] = float(per)
             config[f"policy[{name!r}]"] = "cycle" if cyc else "replace"
+        config.update(self._shard_config())
         return {k: config_value(v) for k, v in config.items()}
 
     def _draws(self) -> int:
