@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _dist import call, run
+from _dist import run
 from test_shard_plan import LAYOUT, SHARDS, plan_aware_loads, shard_of
 
 from distsampler import DistributedQuotaBatchSampler as Q
