@@ -36,7 +36,7 @@ describes the engine.
 """
 
 from . import weights
-from ._core.state import EpochNotSetWarning
+from ._core.state import EpochNotSetWarning, ResumeDiscardedWarning
 from .bucketed import DistributedBucketBatchSampler
 from .groups import GroupIndex
 from .pk_batches import DistributedClassBatchSampler
@@ -51,6 +51,7 @@ __all__ = [
     "DistributedWeightedSampler",
     "EpochNotSetWarning",
     "GroupIndex",
+    "ResumeDiscardedWarning",
     "WeightIndex",
     "weights",
 ]

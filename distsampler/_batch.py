@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int
 from ._core.sharding import Shard, resolve_world
@@ -57,6 +57,21 @@ class BatchPlanSampler(Sampler[list[int]], EpochState):
     seed: int
     num_replicas: int
     rank: int
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BatchPlanSampler:
+        # Lightning's Trainer(use_distributed_sampler=True), its default, rebuilds a batch
+        # sampler as type(bs)(DistributedSampler(...), batch_size=..., drop_last=...): say why,
+        # instead of the TypeError our constructor would raise about a missing argument.
+        first = args[0] if args else kwargs.get("sampler")
+        if isinstance(first, DistributedSampler):
+            raise TypeError(
+                f"{cls.__name__} was re-created around a {type(first).__name__}: Lightning's "
+                "Trainer does this with use_distributed_sampler=True (its default); "
+                "distsampler's samplers are already rank-aware: build the trainer with "
+                "Trainer(use_distributed_sampler=False)"
+            )
+        return super().__new__(cls)
+
     #: Indices in one batch (sizes the compute chunks); a subclass may refine it.
     _batch_hint: int = 1
     #: Micro-batches computed at a time; ``None``: about 65536 indices.

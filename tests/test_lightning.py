@@ -127,8 +127,8 @@ def test_with_use_distributed_sampler_false_the_epoch_trains(outcomes, kind):
 
 @pytest.mark.parametrize("kind", KINDS[:3])
 def test_without_the_check_lightning_fails_on_our_batch_samplers(outcomes, kind):
-    """What the check spares: Lightning's rebuild fails with a TypeError that does not say why
-    (lightning 2.6: ``__init__() missing 1 required positional argument: 'sizes'``)."""
+    """Without the check, Lightning's rebuild still fails with a message that says why and names
+    the fix (in 0.3: ``__init__() missing 1 required positional argument: 'sizes'``)."""
     name, message = outcomes[(kind, True, False)]
     assert name == "TypeError", message
-    assert "__init__()" in message
+    assert "use_distributed_sampler=False" in message, message

@@ -7,7 +7,10 @@ module                 what it gives
 =====================  ==================================================================
 ``accelerate``         :func:`prepare_for_accelerate`, :class:`AccelerateBatches`
 ``lightning``          :func:`check_lightning_trainer` (``use_distributed_sampler=False``)
-``torchdata``          :func:`find_sampler_state` in a ``StatefulDataLoader`` snapshot
+``torchdata``          :func:`find_sampler_state` in a ``StatefulDataLoader`` or
+                       ``torchdata.nodes`` snapshot; :func:`sampler_node` and
+                       :func:`map_style_batches` build a ``torchdata.nodes`` graph that keeps
+                       a loaded state
 ``transformers``       ``SamplerTrainer`` and ``SamplerTrainerMixin`` for HF ``Trainer``
 ``checkpoint``         :class:`SamplerCheckpoint`: the resume point at the loop's own count
 ``double_sharding``    :func:`check_not_double_sharded` and :class:`DoubleShardingError`
@@ -24,7 +27,7 @@ from .accelerate import AccelerateBatches, prepare_for_accelerate
 from .checkpoint import SamplerCheckpoint
 from .double_sharding import DoubleShardingError, check_not_double_sharded
 from .lightning import check_lightning_trainer
-from .torchdata import find_sampler_state
+from .torchdata import find_sampler_state, map_style_batches, sampler_node
 
 __all__ = [
     "AccelerateBatches",
@@ -34,5 +37,7 @@ __all__ = [
     "check_lightning_trainer",
     "check_not_double_sharded",
     "find_sampler_state",
+    "map_style_batches",
     "prepare_for_accelerate",
+    "sampler_node",
 ]
