@@ -236,3 +236,73 @@ def test_tables_render_rows_that_did_not_run():
     assert throughput.estimate(records, "dist_sampler", 8, 10**9) == float("inf")
     skipped = {"n": 10**10, "world": 1024, "status": "skipped", "reason": "needs X"}
     assert "skipped: needs X" in sources.table(skipped)
+
+
+# -- sharded storage --------------------------------------------------------------------------
+def test_shards_counts_tiny(tmp_path, capsys):
+    """Ours reads each shard about once an epoch, today's plan many times; the replay of our
+    plan through the schedule's eviction equals the schedule (checked inside ``run``)."""
+    from benchmarks import shards
+
+    out = tmp_path / "shards.json"
+    argv = ["--shards", "64", "--per-shard", "40", "--world", "2", "--buffer", "50"]
+    assert shards.main([*argv, "--json", str(out)]) == 0
+    assert "| class-pure | ours: `shards=layout" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    rows = {(r["layout"], r["plan"]): r for r in data["rows"]}
+    for layout in ("mixed", "pure"):
+        ours, today = rows[(layout, "ours")], rows[(layout, "today")]
+        assert ours["per_shard_in_dataset"] <= 1.1 and ours["rare_error"] < 0.01
+        assert today["shards_per_epoch"] > 5 * ours["shards_per_epoch"]
+        assert (
+            rows[(layout, "today, clairvoyant cache")]["shards_per_epoch"]
+            <= today["shards_per_epoch"]
+        )
+        assert rows[(layout, "webdataset")]["resume"].startswith("no")
+    assert [r["world"] for r in data["issue_example"]] == [1, 3, 8]
+
+
+def test_belady_never_loads_more_than_lru():
+    from benchmarks import shards
+
+    seq = np.random.default_rng(0).integers(0, 12, 500)
+    assert shards.belady_loads(seq, 3) <= shards.lru_loads(seq, 3)
+    assert shards.belady_loads(np.array([0, 1, 0, 1, 2, 0]), 2) == 3  # 1 goes, 0 stays
+    assert shards.lru_loads(np.array([0, 1, 0, 1, 2, 0]), 2) == 4
+    assert shards.lru_loads(np.array([0, 1, 2, 0, 1, 2]), 2) == 6
+    assert shards.belady_loads(np.array([0, 1, 2, 0, 1, 2]), 2) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_shards_reader_tiny(tmp_path, capsys):
+    """Real tars over the loopback server: epochs after the warm-up within the cache bound,
+    every sample of each throughput case delivered."""
+    from benchmarks import shards_reader
+
+    out = tmp_path / "reader.json"
+    argv = ["--shards", "12", "--per-shard", "20", "--epochs", "2", "--tp-shards", "6"]
+    argv += ["--tp-per-shard", "20", "--tp-cap", "40", "--latency", "0.001"]
+    assert shards_reader.main([*argv, "--json", str(out)]) == 0
+    assert "| ours: `ShardedDataset` + sharded sampler |" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    for e in data["bytes"]["epochs"]:
+        assert e["most_cached"] <= e["bound"] and e["samples"] > 0
+        assert e["server_bytes"] == e["bytes_fetched"]
+    cases = {r["case"]: r for r in data["throughput"]}
+    assert set(cases) == set(shards_reader.TP_NAMES)
+    # ours: a whole epoch (rounded up to lanes x 32); today's cases: their first 40 indices
+    assert cases["ours"]["samples"] >= 6 * 20 and cases["today_ranges"]["samples"] == 40
+    assert cases["today_ranges"]["requests"] == 40
+
+
+def test_shards_plan_tiny(tmp_path, capsys):
+    from benchmarks import shards_plan
+
+    out = tmp_path / "plan.json"
+    argv = ["--size", "1e5", "--num-shards", "1e3", "--world", "2", "--inline"]
+    assert shards_plan.main([*argv, "--json", str(out)]) == 0
+    assert "| 1e+05 / 1e+03 / 2 |" in capsys.readouterr().out
+    (rec,) = json.loads(out.read_text())["records"]
+    assert rec["status"] == "ok" and rec["scheduled_shards"] > 0 and rec["resident"] > 0
+    assert rec["anon_extra_mb"] >= -5  # a difference of two readings, not a timing

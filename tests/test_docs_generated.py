@@ -21,7 +21,18 @@ from pathlib import Path
 import pytest
 
 from benchmarks import index_files as index_files_bench
-from benchmarks import memory, multilabel, nccl_bench, pk_batches, sources, tables, throughput
+from benchmarks import (
+    memory,
+    multilabel,
+    nccl_bench,
+    pk_batches,
+    shards,
+    shards_plan,
+    shards_reader,
+    sources,
+    tables,
+    throughput,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
@@ -30,6 +41,7 @@ TORCHRUN_2 = "torchrun --standalone --nproc_per_node=2"
 #: Generated blocks: the command of the marker -> the test that reruns it.
 GENERATORS = {
     pk_batches.DOCS_COMMAND: "test_pk_batches_positives_are_current",
+    shards.DOCS_COMMAND: "test_shards_counts_are_current",
     f"{TORCHRUN_2} launch/train_metric.py --write-docs": "test_train_metric_recall_is_current",
     f"{TORCHRUN_2} launch/train_shares.py --write-docs": "test_train_shares_recall_is_current",
     # the page's two commands, rerun and compared by tests/test_inspect_docs.py
@@ -106,6 +118,15 @@ def test_pk_batches_positives_are_current(capsys):
     assert status == 0, capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_shards_counts_are_current(capsys):
+    """``python -m benchmarks.shards --check-docs``: the seeded shard and byte counts (10 s on
+    2 idle cores: 8 ranks' epochs of 1e5 samples, four recipes, two layouts)."""
+    status = shards.main(["--check-docs"])
+    assert status == 0, capsys.readouterr().out
+
+
 def torchrun_check(script: str, timeout: float) -> None:
     """Run ``script --check-docs`` on 2 gloo processes; fail with its output when stale."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -162,6 +183,13 @@ def test_a_measured_block_names_a_command_that_exists(command):
         assert f'"{flag}"' in source, f"`{command}`: {path.name} has no option {flag}"
 
 
+#: ``benchmarks.shards_reader`` at tiny sizes (both parts, 1 ms a request).
+SHARDS_READER_TINY = [
+    *("--shards", "12", "--per-shard", "20", "--epochs", "2"),
+    *("--tp-shards", "6", "--tp-per-shard", "20", "--tp-cap", "40", "--latency", "0.001"),
+]
+
+
 def tiny_output(name: str, tmp: Path, capsys) -> str:
     """What a benchmark prints at tiny sizes (cases in this process), its tables included."""
     runs = {
@@ -176,6 +204,10 @@ def tiny_output(name: str, tmp: Path, capsys) -> str:
         "index_files": lambda: index_files_bench.main(["--size", "2e4"]),
         "pk_batches": lambda: pk_batches.main(
             ["--size", "2e3", "--classes", "2e2", "--huge", "1e5"]
+        ),
+        "shards_reader": lambda: shards_reader.main(SHARDS_READER_TINY),
+        "shards_plan": lambda: shards_plan.main(
+            ["--size", "1e5", "--num-shards", "1e3", "--world", "2", "--inline"]
         ),
     }
     here = Path.cwd()
