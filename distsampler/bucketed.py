@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._batch import BatchPlanSampler
-from ._core.bucket_plan import BUCKET_PLAN_VERSION, BucketPlan
+from ._core.bucket_plan import BUCKET_PLAN_VERSION, BucketPlan, LaneBuckets
 from ._core.checks import MAX_SIZE, check_int, check_real
 from ._core.plan import PLAN_VERSION
 from ._core.state import Config, config_value
@@ -155,20 +156,64 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
             units, per_unit = source.num_samples, 1
         if units * per_unit > MAX_SIZE // 4:
             raise ValueError(f"an epoch of {units * per_unit} samples is too large to bucket")
-        self._plan = BucketPlan(
+        plan = functools.partial(
+            BucketPlan,
             sizes=self._cost_sizes if self._cost_sizes is not None else self.sizes,
-            key=(self.seed, source.seed),
-            epoch_units=units,
             window=self.window // per_unit,
             batch_size=self.batch_size,
             max_tokens=self.max_tokens,
-            draw_positions=None if quota else self._source_positions,
-            draw_batches=self._source_batches if quota else None,
             signature=self._signature if quota else None,
             edges=self.buckets,
             align=self.align,
             cache_windows=max(4, 2 * self.num_replicas + 2),
         )
+        self._plan: BucketPlan | LaneBuckets
+        if getattr(source, "_shard_plan", None) is None:
+            self._plan = plan(
+                key=(self.seed, source.seed),
+                epoch_units=units,
+                draw_positions=None if quota else self._source_positions,
+                draw_batches=self._source_batches if quota else None,
+            )
+        else:
+            self._plan = self._lane_plans(plan, units, quota)
+
+    def _lane_plans(self, plan: Callable, units: int, quota: bool) -> LaneBuckets:
+        """A sharded source: one bucket plan per lane, windows inside the lane's stream."""
+        source = self.source
+        lanes = int(source.lanes)
+        if self.max_tokens is not None:
+            raise ValueError(
+                "max_tokens= cannot bucket a source built with shards=: lanes would get "
+                "different numbers of batches; use batch_size="
+            )
+        block = 1 if quota else source.block_size
+        if not quota and block != self.batch_size:
+            raise ValueError(
+                f"a source built with shards= needs block_size equal to the batch size "
+                f"{self.batch_size} (each lane then holds whole batches), but got "
+                f"block_size={block}"
+            )
+
+        def to_global(lane: int, j: np.ndarray) -> np.ndarray:
+            return ((j // block) * lanes + lane) * block + j % block
+
+        plans = []
+        for lane in range(lanes):
+            if quota:
+                draw = {
+                    "draw_batches": lambda e, j, ln=lane: self._source_batches(e, to_global(ln, j))
+                }
+            else:
+                draw = {
+                    "draw_positions": lambda e, j, ln=lane: self._source_positions(
+                        e, to_global(ln, j)
+                    )
+                }
+            plans.append(
+                plan(key=(self.seed, source.seed, lane), epoch_units=units // lanes, **draw)
+            )
+        return LaneBuckets(lanes, plans)
 
     # -- construction ------------------------------------------------------------------------
     def _init_quota(self, source: DistributedQuotaBatchSampler, batch_size, max_tokens) -> None:

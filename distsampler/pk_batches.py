@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,9 @@ class DistributedClassBatchSampler(BatchPlanSampler):
         drop_last: drop the epoch's last micro-batches that do not fill a round of the world
             size (default: the round is completed with the plan's continuation).
         dataset_size: ``len(dataset)``, checked against ``len(labels)``.
+        shards: refused (a ``ValueError`` says why): class batches need members of classes
+            chosen anew every step, from anywhere in the data set, which sharded reads cannot
+            serve shard by shard.
 
     Trap: the cross-rank distinctness bound is on ``W * P``, the classes of a *global* step;
     with 8 ranks x 16 classes you need at least 256 eligible classes.
@@ -110,7 +114,15 @@ class DistributedClassBatchSampler(BatchPlanSampler):
         rank: int | None = None,
         drop_last: bool = False,
         dataset_size: int | None = None,
+        shards: Any = None,
     ) -> None:
+        if shards is not None:
+            raise ValueError(
+                "DistributedClassBatchSampler cannot read shard by shard (shards=): every batch "
+                "takes K members of P classes chosen anew each step, from anywhere in the data "
+                "set, which no window of a few shards holds; keep its data on random-access "
+                "storage, or use DistributedQuotaBatchSampler(..., shards=layout)"
+            )
         self._init_batches(num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
         self.index = labels if isinstance(labels, GroupIndex) else GroupIndex.from_labels(labels)
         self._check_dataset_size(dataset_size)

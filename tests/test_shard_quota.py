@@ -233,3 +233,81 @@ def test_real_ranks_read_the_one_process_stream_and_resume_on_another_world(kind
     rest = interleave(four[0]["ranks"], block)
     done = 2 * 3 * block
     assert rest[: len(full) - done] == full[done:]
+
+
+# -- bucketing over a sharded source; class batches refuse shards= -------------------------------
+def bucketed_stream(world, quota=False):
+    from distsampler import DistributedBucketBatchSampler as BB
+
+    lengths = np.random.default_rng(2).integers(1, 500, size=len(MIXED))
+    out = []
+    for r in range(world):
+        if quota:
+            src = make(world, r)
+        else:
+            src = DWS(
+                labels=MIXED,
+                shards=LAYOUT,
+                lanes=LANES,
+                cache_shards=2,
+                seed=5,
+                block_size=8,
+                num_replicas=world,
+                rank=r,
+            )
+        b = BB(src, lengths, batch_size=8, window=64, num_replicas=world, rank=r)
+        b.set_epoch(0)
+        src.set_epoch(0)
+        out.append((list(b), src))
+    assert len({len(x) for x, _ in out}) == 1
+    return [x for step in zip(*[x for x, _ in out], strict=True) for x in step], out, lengths
+
+
+@pytest.mark.parametrize("quota", [False, True], ids=["weighted", "quota"])
+def test_bucketing_a_sharded_source_keeps_its_samples_and_each_ranks_shards(quota):
+    one, _, lengths = bucketed_stream(1, quota)
+    four, ranks, _ = bucketed_stream(LANES, quota)
+    assert four == one  # one stream for every world size dividing lanes
+    src = (
+        make()
+        if quota
+        else DWS(
+            labels=MIXED,
+            shards=LAYOUT,
+            lanes=LANES,
+            cache_shards=2,
+            seed=5,
+            block_size=8,
+            num_replicas=1,
+            rank=0,
+        )
+    )
+    src.set_epoch(0)
+    drawn = np.concatenate([np.ravel(b) for b in src]) if quota else np.array(list(src))
+    assert sorted(np.concatenate(one).tolist()) == sorted(drawn.tolist())  # reorders only
+    for rank, (batches, s) in enumerate(ranks):
+        flat = np.concatenate(batches)
+        local = flat[~np.isin(flat, s.resident_indices())]
+        (schedule,) = s.shard_schedule().values()
+        assert set(shard_of(local).tolist()) <= set(schedule.tolist()), rank  # its lanes only
+        if quota:
+            assert all(int((MIXED[b] == "defect").sum()) == 2 for b in batches)
+    padded = np.mean([lengths[b].max() * len(b) / lengths[b].sum() for b in one])
+    assert padded < 1.6  # bucketed (random batches of these lengths pad about 2x)
+
+
+def test_bucketing_a_sharded_source_needs_whole_batches_per_lane():
+    from distsampler import DistributedBucketBatchSampler as BB
+
+    src = DWS(labels=MIXED, shards=LAYOUT, lanes=LANES, block_size=4, num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match="block_size equal to the batch size 8"):
+        BB(src, np.ones(len(MIXED)), batch_size=8)
+    with pytest.raises(ValueError, match="max_tokens= cannot bucket a source built with shards="):
+        BB(src, np.ones(len(MIXED)), max_tokens=64)
+
+
+def test_class_batches_refuse_shards_with_the_reason():
+    from distsampler import DistributedClassBatchSampler
+
+    with pytest.raises(ValueError, match="cannot read shard by shard"):
+        DistributedClassBatchSampler(MIXED, 2, 4, shards=LAYOUT, num_replicas=1, rank=0)

@@ -67,6 +67,7 @@ __all__ = [
     "BUCKET",
     "BUCKET_PLAN_VERSION",
     "BucketPlan",
+    "LaneBuckets",
     "deal_by_signature",
     "greedy_runs",
     "min_budget_runs",
@@ -282,7 +283,7 @@ class BucketPlan:
     """
 
     sizes: np.ndarray
-    key: tuple[int, int]
+    key: tuple[int, ...]
     epoch_units: int
     window: int
     batch_size: int | None = None
@@ -529,4 +530,47 @@ class BucketPlan:
             run = np.asarray(runs[j], dtype=np.int64)
             within = hash64(derive(wkey, 2, j), np.arange(len(run), dtype=np.int64))
             out.append(run[np.argsort(within)].tolist())
+        return out
+
+
+@dataclass
+class LaneBuckets:
+    """Bucketing that keeps a sharded source's locality: one :class:`BucketPlan` per lane.
+
+    A shard-local source reads lane ``l`` at its positions (or micro-batches) ``j`` of the
+    lane (``to_global(l, j)`` gives the source's global unit). Lane ``l``'s plan cuts windows of
+    that lane's stream only, and global micro-batch ``m`` is its lane ``m % L``'s batch
+    ``m // L``, so a rank (which reads the lanes ``l % W == rank``) buckets only samples of its
+    own lanes' shards. ``batch_size`` mode only: every lane then has the same number of batches.
+    """
+
+    lanes: int
+    plans: list
+
+    @property
+    def quota(self) -> bool:
+        return self.plans[0].quota
+
+    @property
+    def window(self) -> int:
+        return self.plans[0].window
+
+    @property
+    def epoch_units(self) -> int:
+        return self.lanes * self.plans[0].epoch_units
+
+    @property
+    def epoch_end(self) -> int:
+        return self.lanes * self.plans[0].epoch_end
+
+    def epoch_batches(self, epoch: int) -> int:
+        return self.lanes * self.plans[0].epoch_batches(epoch)
+
+    def draw(self, epoch: int, micro_batches: np.ndarray) -> np.ndarray:
+        m = np.asarray(micro_batches, dtype=np.int64)
+        b, lane = np.divmod(m, self.lanes)
+        out = np.empty((len(m), self.plans[0].size), dtype=np.int64)
+        for ln in np.unique(lane).tolist():
+            sel = lane == ln
+            out[sel] = self.plans[ln].draw(epoch, b[sel])
         return out
