@@ -154,7 +154,12 @@ def public_names() -> list[str]:
         "distsampler.integrations.transformers.SamplerTrainer",
         "distsampler.integrations.transformers.SamplerTrainerMixin",
     ]
-    for module in ("distsampler", "distsampler.weights", "distsampler.transforms"):
+    for module in (
+        "distsampler",
+        "distsampler.weights",
+        "distsampler.transforms",
+        "distsampler.shards",
+    ):
         mod = importlib.import_module(module)
         names += [
             f"{module}.{name}" for name in mod.__all__ if not inspect.ismodule(getattr(mod, name))

@@ -26,6 +26,7 @@ from benchmarks import (
     multilabel,
     nccl_bench,
     pk_batches,
+    shard_balance,
     shards,
     shards_plan,
     shards_reader,
@@ -42,6 +43,7 @@ TORCHRUN_2 = "torchrun --standalone --nproc_per_node=2"
 GENERATORS = {
     pk_batches.DOCS_COMMAND: "test_pk_batches_positives_are_current",
     shards.DOCS_COMMAND: "test_shards_counts_are_current",
+    shard_balance.DOCS_COMMAND: "test_shard_balance_is_current",
     f"{TORCHRUN_2} launch/train_metric.py --write-docs": "test_train_metric_recall_is_current",
     f"{TORCHRUN_2} launch/train_shares.py --write-docs": "test_train_shares_recall_is_current",
     # the page's two commands, rerun and compared by tests/test_inspect_docs.py
@@ -124,6 +126,15 @@ def test_shards_counts_are_current(capsys):
     """``python -m benchmarks.shards --check-docs``: the seeded shard and byte counts (10 s on
     2 idle cores: 8 ranks' epochs of 1e5 samples, four recipes, two layouts)."""
     status = shards.main(["--check-docs"])
+    assert status == 0, capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_shard_balance_is_current(capsys):
+    """``python -m benchmarks.shard_balance --check-docs``: the class-pure trade-off table of
+    docs/shards.md (seeded plans, about 4 s)."""
+    status = shard_balance.main(["--check-docs"])
     assert status == 0, capsys.readouterr().out
 
 

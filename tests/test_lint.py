@@ -31,6 +31,9 @@ PUBLIC_MODULES = (
     "distsampler.integrations.torchdata",
     "distsampler.integrations.checkpoint",
     "distsampler.integrations.transformers",
+    "distsampler.shards",
+    "distsampler.shards.layout",
+    "distsampler.shards.reader",
 )
 OPTIONAL_PUBLIC_MODULES = ("distsampler.feedback", "distsampler.pk_batches")
 
