@@ -12,7 +12,7 @@ in a ``DataLoader(num_workers=2)``; the ranks share one node-local cache directo
 the server stops and the temporary directory is removed. Backend: gloo (CPU).
 
     torchrun --standalone --nproc_per_node=4 launch/train_shards.py
-    torchrun --standalone --nproc_per_node=4 launch/train_shards.py --class-pure --cache-shards 2
+    torchrun --standalone --nproc_per_node=4 launch/train_shards.py --class-pure --epochs 5
 
 Rank 0 prints one line per epoch, every figure reduced over the ranks: the training loss, the
 test set's minority recall, the minority share of the samples trained (mean, and min and max
@@ -21,6 +21,11 @@ bytes), whole-shard fetches into the cache, and reads outside the schedule (whol
 into memory, byte ranges). The first epoch also gathers the resident samples (the minority:
 drawn more often than it has members, so kept in the cache directory and served at any time);
 one needed before its shard was opened costs a read outside the schedule.
+
+Trap: the DataLoader's workers read alternate batches of one lane, so a lane's window
+(``--cache-shards`` shards) must span the batches in flight; with ``--cache-shards 2`` and 2
+workers the shards a worker left behind are fetched again (later epochs cost 1.1x to 1.6x the
+shards' bytes instead of under 1x).
 
 The HTTP server's own count of the bytes it sent goes into ``--log-json PATH`` with the
 per-epoch figures. Checkpoints are not offered: the layout's URLs name this run's port, and
@@ -255,7 +260,7 @@ def train(args: argparse.Namespace, layout: ShardLayout, tmp: Path, server, x_te
             f"world size: {world} (backend gloo)  {layout.num_shards} {pure} shards of "
             f"{sizes.min()}-{sizes.max()} samples, {len(layout)} samples, {total:,} B, minority "
             f"{np.mean(layout.labels == MINORITY):.1%}; cache: at most {dataset.bound} shards "
-            f"per rank, {int(bound)} on the node; {sampler.num_samples * world} draws an epoch",
+            f"per rank, {int(bound)} on the node; {sampler.num_samples} draws an epoch",
             flush=True,
         )
     net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
