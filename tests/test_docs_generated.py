@@ -249,6 +249,20 @@ def script_tables(command: str, tmp: Path, capsys) -> list[tuple[list[str], list
         records = [{"recipe": r, **figures, "rank_skew": 1.0} for r in recipes]
         world = int(re.search(r"--nproc_per_node=(\d+)", command).group(1))
         return tables.markdown_tables(train_lengths.results_table(records, 16, world))
+    if path.name == "train_shards.py":
+        from launch import train_shards
+
+        m = dict(
+            epoch=0,
+            bytes_fetched=1,
+            shards_fetched=1,
+            out_of_schedule=0,
+            range_reads=0,
+            share_min=0.25,
+            share_max=0.25,
+            recall=1.0,
+        )
+        return tables.markdown_tables(train_shards.results_table([m], total_bytes=1))
     return tables.markdown_tables(tiny_output(path.stem, tmp, capsys))
 
 

@@ -468,12 +468,8 @@ def test_parquet_rows(tmp_path, mode):
 def test_real_sampler_replay_over_http(tmp_path):
     """The real sampler (resident minority, a shard shared by two lanes): every item is its
     sample, the cache within its bound after every item, bytes per epoch within the limits."""
-    import inspect
-
     from distsampler import DistributedWeightedSampler
 
-    if "shards" not in inspect.signature(DistributedWeightedSampler).parameters:
-        pytest.skip("the samplers take no shards= yet")
     paths = write_shards(tmp_path / "src", 16)
     local = ShardLayout.from_webdataset([str(p) for p in paths])
     total = int(np.sum(local.shard_bytes))
