@@ -34,8 +34,9 @@ def shard_options(
         )
     if len(shards) != dataset_size:
         raise ValueError(
-            f"shards holds {len(shards)} samples but the labels describe {dataset_size}: "
-            "the layout and the labels must describe the same dataset, in the same order"
+            f"shards holds {len(shards)} samples but the labels (or weights) describe "
+            f"{dataset_size}: the layout and the labels must describe the same dataset, in the "
+            "same order"
         )
     options = ShardOptions(
         world if lanes is None else check_int("lanes", lanes, 1),

@@ -84,7 +84,9 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
         shards: a `distsampler.shards.ShardLayout` of the dataset: the plan then reads shard by
             shard (each shard about once an epoch across the job) and keeps every promise above
             (exact class counts, one stream for every world size that divides ``lanes``, resume
-            by an integer). Needs ``labels=`` with ``stratify=True`` and fixed class weights.
+            by an integer). Needs ``labels=`` with ``stratify=True`` and fixed class weights, or
+            ``weights=`` of at most 4096 distinct values (each value's samples drawn as a
+            class) with ``replacement=True``.
             The epoch then holds ``num_samples`` rounded up to a multiple of
             ``lanes x block_size`` positions. See the sharded storage guide.
         cache_shards: with ``shards=``: shards one lane reads from at a time (its working set;
@@ -156,12 +158,6 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
         self.shards = shards
         self._lanes_given = lanes is not None
         self._shard_args = (cache_shards, resident, lanes)
-        if shards is not None and weights is not None:
-            raise ValueError(
-                "shards= needs labels= (a class-first plan: classes drawn more often than they "
-                "have members are kept resident, the others read shard by shard); per-sample "
-                "weights= are not supported with shards= yet"
-            )
         if weights is not None:
             if stratify:
                 raise ValueError("stratify=True needs labels=; it has no meaning for weights=")
@@ -186,6 +182,18 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
         )
         self.stratify = False
         self._data = f"weights:{index.fingerprint()}"
+        if self.shards is not None:
+            groups, values = index.groups, index.values
+            if groups is None or values is None or not self.replacement:
+                raise ValueError(
+                    "shards= with weights= needs replacement=True and weights of at most 4096 "
+                    "distinct values (the plan draws each value's samples as a class: exact "
+                    "counts per value, oversampled ones resident); round continuous weights, "
+                    "e.g. weights=np.round(w, 3), or pass labels="
+                )
+            self._num_samples_arg = self.num_samples
+            self._share0 = values * groups.sizes / float(np.dot(values, groups.sizes))
+            return self._shard_plan_for(self._share0, self._shard_args[2])
         if self.replacement:
             return WeightedIID(index, self.num_samples)
         return self._without_replacement(index.weights, index.positive)
@@ -269,8 +277,12 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
 
     def _shard_plan_for(self, share: np.ndarray, lanes: int | None) -> ShardedStratified:
         """The shard-local stratified plan for ``lanes`` (``None``: the world size)."""
+        # The classes: the labels, or the weights' value groups (samples of one weight value).
         index = self.index
-        assert index is not None  # shards= needs labels=
+        if index is None:
+            assert self.weight_index is not None  # exactly one of labels= and weights=
+            index = self.weight_index.groups
+        assert index is not None  # labels=, or weights= with a by-value layout
         cache_shards, resident, _ = self._shard_args
         opts = shard_options(
             self.shards, len(index), self.num_replicas, cache_shards, resident, lanes

@@ -293,12 +293,41 @@ def test_bad_arguments_are_named(kwargs, error, match):
 
 
 def test_layout_and_labels_must_describe_one_dataset():
-    with pytest.raises(ValueError, match="shards holds 3000 samples but the labels describe 2999"):
+    with pytest.raises(
+        ValueError, match=r"shards holds 3000 samples but the labels \(or weights\) describe 2999"
+    ):
         DWS(labels=MIXED[:-1], shards=LAYOUT, num_replicas=1, rank=0)
     with pytest.raises(TypeError, match="ShardLayout"):
         DWS(labels=MIXED, shards=[50] * 60, num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match="needs labels="):
-        DWS(np.ones(len(MIXED)), shards=LAYOUT, num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match="at most 4096 distinct values"):
+        DWS(np.arange(5000) + 1.0, shards=ShardLayout.from_sizes([100] * 50), num_replicas=1)
+    with pytest.raises(ValueError, match="replacement=True"):
+        DWS(np.ones(len(MIXED)), shards=LAYOUT, replacement=False, num_replicas=1, rank=0)
+
+
+def test_weights_with_few_values_draw_each_value_exactly_and_locally():
+    """Per-sample weights of a few distinct values (repeat factors, per-class weights): each
+    value's samples are a class; draws per value exact every epoch, in proportion to
+    value x count; the heavy value oversampled and resident; one stream for every W."""
+    w = np.where(MIXED == 2, 20.0, np.where(MIXED == 1, 2.0, 1.0))
+    streams = []
+    for world in (1, 2, 4):
+        ranks = [
+            DWS(w, shards=LAYOUT, lanes=LANES, cache_shards=3, seed=2, num_replicas=world, rank=r)
+            for r in range(world)
+        ]
+        for s in ranks:
+            s.set_epoch(1)
+        streams.append(interleave([list(s) for s in ranks]))
+    assert streams[0] == streams[1] == streams[2]
+    s = ranks[0]
+    mass = np.array([w[c == MIXED].sum() for c in (0, 1, 2)])
+    from distsampler._core.plan import largest_remainder
+
+    expected = largest_remainder(s.num_samples, mass / mass.sum())
+    assert np.bincount(MIXED[streams[0]], minlength=3).tolist() == expected.tolist()
+    # Drawn more often than they have members: the weight-20 and the weight-2 samples.
+    assert set(s.resident_indices().tolist()) == set(np.flatnonzero(MIXED != 0).tolist())
 
 
 def test_update_shares_is_refused_with_the_reason():
