@@ -61,6 +61,25 @@ def shard_of(idx) -> np.ndarray:
     return np.searchsorted(np.asarray(LAYOUT.offsets), np.asarray(idx), side="right") - 1
 
 
+def resumed_streams(make, before: int, after: int, consumed: int, epoch: int, **kw) -> list:
+    """Each of ``after`` ranks' rest of ``epoch``, resumed from a state saved when each of
+    ``before`` ranks had consumed ``consumed`` items (``make(world, rank, **kw)`` builds)."""
+    first = [make(before, r, **kw) for r in range(before)]
+    for s in first:
+        s.set_epoch(epoch)
+        it = iter(s)
+        for _ in range(consumed):
+            next(it)
+    state = first[0].state_dict(consumed=consumed)
+    rest = []
+    for r in range(after):
+        s = make(after, r, **kw)
+        s.load_state_dict(state)
+        s.set_epoch(epoch)
+        rest.append(list(s))
+    return rest
+
+
 def plan_aware_loads(shards: np.ndarray, k: int) -> int:
     """Loads of a cache of ``k`` shards that evicts the shard needed furthest ahead (the
     reader knows the schedule; Belady's rule is what knowing the future buys)."""
@@ -119,19 +138,7 @@ def test_resume_mid_epoch_under_another_world_size(before, after):
     block = 5
     full = global_stream(1, epoch=1, block=block)
     consumed_local = 3 * block  # a global-step boundary
-    first = [make(before, r, block_size=block) for r in range(before)]
-    for s in first:
-        s.set_epoch(1)
-        it = iter(s)
-        for _ in range(consumed_local):
-            next(it)
-    state = first[0].state_dict(consumed=consumed_local)
-    rest = []
-    for r in range(after):
-        s = make(after, r, block_size=block)
-        s.load_state_dict(state)
-        s.set_epoch(1)
-        rest.append(list(s))
+    rest = resumed_streams(make, before, after, consumed_local, epoch=1, block_size=block)
     expected = full[consumed_local * before :]
     got = interleave(rest, block)
     assert got[: len(expected)] == expected

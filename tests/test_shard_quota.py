@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _dist import run
-from test_shard_plan import LAYOUT, SHARDS, plan_aware_loads, shard_of
+from test_shard_plan import LAYOUT, SHARDS, plan_aware_loads, resumed_streams, shard_of
 
 from distsampler import DistributedQuotaBatchSampler as Q
 from distsampler import DistributedWeightedSampler as DWS
@@ -71,19 +71,7 @@ def test_epochs_differ_and_defects_cycle_across_epochs():
 def test_resume_mid_epoch_under_another_world_size(before, after):
     full = global_batches(1, epoch=1)
     steps = 5
-    first = [make(before, r) for r in range(before)]
-    for s in first:
-        s.set_epoch(1)
-        it = iter(s)
-        for _ in range(steps):
-            next(it)
-    state = first[0].state_dict(consumed=steps)
-    rest = []
-    for r in range(after):
-        s = make(after, r)
-        s.load_state_dict(state)
-        s.set_epoch(1)
-        rest.append(list(s))
+    rest = resumed_streams(make, before, after, steps, epoch=1)
     got = [b for step in zip(*rest, strict=True) for b in step]
     expected = full[steps * before :]
     assert got[: len(expected)] == expected
@@ -185,51 +173,35 @@ def interleave(ranks: list, block: int) -> list:
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("kind", ["weighted", "quota"])
-def test_real_ranks_read_the_one_process_stream_and_resume_on_another_world(kind):
-    block = 4 if kind == "weighted" else 1
-    full = one_process(kind, 1)
-    two = run(
+def launch(kind: str, world: int, state: dict | None, steps: int) -> list:
+    """``scenario`` on ``world`` spawned gloo processes, epoch 1."""
+    return run(
         "call",
-        2,
-        timeout=120,
-        module="test_shard_quota",
-        function="scenario",
-        kind=kind,
-        epoch=1,
-        state=None,
-        steps=-1,
-    )
-    ranks = two[0]["ranks"]
-    assert len({r["len"] for r in ranks}) == 1 and len(ranks[0]["items"]) == ranks[0]["len"]
-    assert interleave(ranks, block) == full
-    assert [t["lanes"] for t in two] == [(0, 2), (1, 3)]
-    # Stop after 3 blocks on two ranks, resume on four.
-    part = run(
-        "call",
-        2,
-        timeout=120,
-        module="test_shard_quota",
-        function="scenario",
-        kind=kind,
-        epoch=1,
-        state=None,
-        steps=3 * block,
-    )
-    state = part[0]["ranks"][0]["state"]
-    four = run(
-        "call",
-        4,
+        world,
         timeout=120,
         module="test_shard_quota",
         function="scenario",
         kind=kind,
         epoch=1,
         state=state,
-        steps=-1,
+        steps=steps,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["weighted", "quota"])
+def test_real_ranks_read_the_one_process_stream_and_resume_on_another_world(kind):
+    block = 4 if kind == "weighted" else 1
+    full = one_process(kind, 1)
+    two = launch(kind, 2, None, -1)
+    ranks = two[0]["ranks"]
+    assert len({r["len"] for r in ranks}) == 1 and len(ranks[0]["items"]) == ranks[0]["len"]
+    assert interleave(ranks, block) == full
+    assert [t["lanes"] for t in two] == [(0, 2), (1, 3)]
+    # Stop after 3 blocks on two ranks, resume on four.
+    state = launch(kind, 2, None, 3 * block)[0]["ranks"][0]["state"]
+    four = launch(kind, 4, state, -1)
     rest = interleave(four[0]["ranks"], block)
     done = 2 * 3 * block
     assert rest[: len(full) - done] == full[done:]
