@@ -91,11 +91,17 @@ class ShardedSampler:
         ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)  # type: ignore[attr-defined]
         return {lane: plan.schedule(ep, lane) for lane in self.lanes_served()}
 
-    def resident_indices(self) -> np.ndarray:
+    def resident_indices(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Sorted dataset indices kept resident: the members of classes drawn more often than
         they have members in an epoch (oversampled), within the ``resident=`` budget. A reader
-        keeps them (memory or a local cache) and serves them at any time."""
-        return self._need_shards("resident_indices()").resident_members()
+        keeps them (memory or a local cache) and serves them at any time.
+
+        ``start``/``stop``: only those in ``[start, stop)`` (a shard's range): a binary search
+        per class, where the whole list costs 8 bytes a resident member."""
+        plan = self._need_shards("resident_indices()")
+        start = check_int("start", start, 0)
+        stop = None if stop is None else check_int("stop", stop, start)
+        return plan.resident_members(start, stop)
 
     # -- construction helpers --------------------------------------------------------------------
     def _shard_config(self) -> dict:

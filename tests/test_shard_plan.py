@@ -269,6 +269,14 @@ def test_oversampled_classes_are_resident_and_cycle_their_members():
         assert lo <= counts[rare].min() and counts[rare].max() <= hi, e
 
 
+def test_resident_indices_of_a_range_are_those_of_the_whole_list():
+    s = make(class_weights="balanced")
+    whole = s.resident_indices()
+    for lo, hi in [(0, 50), (120, 975), (2990, 3000), (7, 7)]:
+        part = s.resident_indices(lo, hi)
+        assert part.tolist() == whole[(whole >= lo) & (whole < hi)].tolist()
+
+
 def test_a_resident_budget_too_small_warns_with_the_numbers():
     with pytest.warns(
         UserWarning, match=r"resident=100 holds 90 members; 1 more oversampled class"

@@ -352,9 +352,9 @@ class ShardedStratified:
         """Shard ids of ``lane`` in the order it opens them this epoch."""
         return self.local.schedule(epoch, lane)[0]
 
-    def resident_members(self) -> np.ndarray:
-        """Sorted dataset indices of the resident classes' members."""
-        return _members_of(self.index, self.resident_classes)
+    def resident_members(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Sorted dataset indices in ``[lo, hi)`` of the resident classes' members."""
+        return _members_of(self.index, self.resident_classes, lo, hi)
 
     # -- the plan -----------------------------------------------------------------------------
     def draw(self, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
@@ -482,9 +482,9 @@ class ShardedQuota:
         """Shard ids of ``lane`` in the order it opens them this epoch (all its streams)."""
         return merge_schedules([d.schedule(epoch, lane) for _, _, d in self.streams])
 
-    def resident_members(self) -> np.ndarray:
-        """Sorted dataset indices of the resident groups' members."""
-        return _members_of(self.index, self.resident_classes)
+    def resident_members(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Sorted dataset indices in ``[lo, hi)`` of the resident classes' members."""
+        return _members_of(self.index, self.resident_classes, lo, hi)
 
     def per_epoch_counts(self) -> np.ndarray:
         """Draws of each group in one epoch, exact."""
@@ -521,11 +521,24 @@ class ShardedQuota:
         return out
 
 
-def _members_of(index: GroupIndex, classes: np.ndarray) -> np.ndarray:
-    if not len(classes):
+def _members_of(
+    index: GroupIndex, classes: np.ndarray, lo: int = 0, hi: int | None = None
+) -> np.ndarray:
+    """Sorted members of ``classes`` in ``[lo, hi)``: a binary search per class (members are
+    stored sorted), so a shard's range costs its own members only, never the whole list."""
+    hi = index.num_samples if hi is None else hi
+    parts = []
+    for c in classes:
+        if index.members is None:  # a range: offsets[c] + [0, size)
+            a, b = (int(np.clip(x, index.offsets[c], index.offsets[c + 1])) for x in (lo, hi))
+            parts.append(np.arange(a, b, dtype=np.int64))
+            continue
+        members = index.group(int(c))
+        a, b = np.searchsorted(members, [lo, hi])
+        parts.append(np.asarray(members[a:b], dtype=np.int64))
+    if not parts:
         return np.zeros(0, np.int64)
-    parts = [np.asarray(index.group(int(c)), dtype=np.int64) for c in classes]
-    return np.unique(np.concatenate(parts))
+    return np.sort(np.concatenate(parts))
 
 
 def _copy_numbers(glob: np.ndarray, idx: np.ndarray) -> np.ndarray:
