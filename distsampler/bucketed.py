@@ -181,13 +181,14 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
     def _lane_plans(self, plan: Callable, units: int, quota: bool) -> LaneBuckets:
         """A sharded source: one bucket plan per lane, windows inside the lane's stream."""
         source = self.source
+        assert source.lanes is not None  # a source built with shards=
         lanes = int(source.lanes)
         if self.max_tokens is not None:
             raise ValueError(
                 "max_tokens= cannot bucket a source built with shards=: lanes would get "
                 "different numbers of batches; use batch_size="
             )
-        block = 1 if quota else source.block_size
+        block = 1 if isinstance(source, DistributedQuotaBatchSampler) else source.block_size
         if not quota and block != self.batch_size:
             raise ValueError(
                 f"a source built with shards= needs block_size equal to the batch size "

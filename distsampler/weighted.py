@@ -12,6 +12,7 @@ from torch.utils.data import Sampler
 from . import weights as W
 from ._batch import check_wiring
 from ._core.checks import MAX_SEED, check_bool, check_dataset_size, check_int, share_array
+from ._core.index_store import GroupStore
 from ._core.origin import Origin, compacted_state, parse_origin, parse_updates
 from ._core.plan import (
     PLAN_VERSION,
@@ -278,7 +279,7 @@ class DistributedWeightedSampler(Sampler[int], EpochState, ShardedSampler):
     def _shard_plan_for(self, share: np.ndarray, lanes: int | None) -> ShardedStratified:
         """The shard-local stratified plan for ``lanes`` (``None``: the world size)."""
         # The classes: the labels, or the weights' value groups (samples of one weight value).
-        index = self.index
+        index: GroupStore | None = self.index
         if index is None:
             assert self.weight_index is not None  # exactly one of labels= and weights=
             index = self.weight_index.groups

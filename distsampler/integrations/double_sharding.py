@@ -150,12 +150,13 @@ def check_not_double_sharded(dataloader: Any) -> None:
 
 
 # -- at iteration: a plain accelerator.prepare(DataLoader(...)) ----------------------------------
-def _accelerate_types() -> tuple[type, type] | None:
+def _accelerate_types() -> tuple[Any, Any] | None:
     """Accelerate's ``(BatchSamplerShard, DataLoaderDispatcher)``; ``None`` if never imported
     (then no Accelerate wrapper can exist, and nothing is imported here)."""
     module = sys.modules.get("accelerate.data_loader")
     if module is None:
         return None
+    # Typed Any: isinstance against them must not narrow our Any-typed wrappers to object.
     return module.BatchSamplerShard, module.DataLoaderDispatcher
 
 
