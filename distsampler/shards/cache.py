@@ -7,7 +7,8 @@ Layout of ``cache_dir``::
     ranks/<tag>/<name>       a hard link per shard this rank holds (its slots)
     ranks/<tag>/<name>.res   a slot reserved for a download in progress (holds the pid)
     ranks/<tag>/.lock        ``flock`` guarding the rank's slots and progress
-    ranks/<tag>/progress.json  how far each lane of the rank has read this epoch
+    ranks/<tag>/progress.json  how far each reader (process) of the rank has read each lane
+                             this epoch
 
 A rank never holds more than ``bound`` slots (links plus reservations), so ``shards/`` holds
 at most the sum of the ranks' bounds. A shard file is removed when its last link goes.
@@ -218,22 +219,38 @@ class ShardStore:
     # -- progress ----------------------------------------------------------------------------
 
     def progress(self) -> dict:
-        """The rank's shared progress: ``{"epoch": e or None, "lanes": {lane: pos}}``."""
+        """The rank's shared progress: ``{"epoch": e or None, "lanes": {lane: {reader: pos}}}``.
+
+        ``reader`` is the process id of a process that read the lane this epoch; each keeps
+        the furthest schedule entry it has read (DataLoader workers read alternate batches of
+        a lane, so one may lag the other). Readers whose process is gone are left out.
+        """
         try:
             doc = json.loads((self.mine / "progress.json").read_text())
-            lanes = {int(k): int(v) for k, v in doc["lanes"].items()}
+            lanes = {
+                int(k): {int(r): int(p) for r, p in v.items() if _alive(int(r))}
+                for k, v in doc["lanes"].items()
+            }
             return {"epoch": int(doc["epoch"]), "lanes": lanes}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {"epoch": None, "lanes": {}}
 
-    def merge_progress(self, epoch: int, lanes: dict[int, int]) -> dict[int, int]:
-        """Raise the rank's shared progress of ``epoch`` to ``lanes``; returns the merged map."""
+    def merge_progress(self, epoch: int, lanes: dict[int, int]) -> dict[int, dict[int, int]]:
+        """Raise this process's progress of ``epoch`` to ``lanes`` (``{lane: pos}``);
+        returns the merged map ``{lane: {reader: pos}}`` (a new epoch starts it afresh)."""
+        me = os.getpid()
         with self.rank_lock():
             cur = self.progress()
             merged = dict(cur["lanes"]) if cur["epoch"] == epoch else {}
             for lane, pos in lanes.items():
-                merged[lane] = max(pos, merged.get(lane, -1))
-            tmp = self.mine / f".progress-{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"epoch": epoch, "lanes": merged}))
+                readers = dict(merged.get(lane, {}))
+                readers[me] = max(pos, readers.get(me, -1))
+                merged[lane] = readers
+            doc = {
+                "epoch": epoch,
+                "lanes": {str(k): {str(r): p for r, p in v.items()} for k, v in merged.items()},
+            }
+            tmp = self.mine / f".progress-{me}.tmp"
+            tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.mine / "progress.json")
             return merged

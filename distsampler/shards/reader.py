@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import ShardStore
+from .cache import ShardStore, flock
 from .fetch import Fetcher, ShardFetchError
 
 __all__ = ["ShardFetchError", "ShardedDataset"]
@@ -238,6 +238,10 @@ class ShardedDataset(Dataset):
             self._rt.flush(force=True)
 
 
+# a shard's class for this rank (see _Runtime._status), and how much a lane still needs it
+_DONE, _AHEAD, _OPEN, _BEHIND = 0, 1, 2, 3
+_NEED = {_DONE: 0, _BEHIND: 1, _AHEAD: 2, _OPEN: 3}
+
 _COUNTERS = (
     "shards_fetched",
     "prefetched",
@@ -323,45 +327,75 @@ class _Runtime:
         self.wake.set()
 
     def _note(self, name: str) -> None:
-        """A lane read ``name``: raise that lane's progress (shared with the rank's processes)."""
-        k = self.ds.cache_shards
+        """This process read ``name``: raise its own progress in the lane (shared through
+        ``cache_dir`` per process, so a worker that lags keeps its window)."""
         best = None
         for lane, pos in self.where.get(name, ()):
             gap = pos - self.progress.get(lane, -1)
             if gap <= 0:
-                return  # inside a window already opened
+                return  # inside a window this process opened already
             if best is None or gap < best[0]:
                 best = (gap, lane, pos)
         if best is None:
             return
-        gap, lane, pos = best
-        if gap > k:  # another process of the rank may have moved on: look again
-            shared = self.store.progress()
-            if shared["epoch"] == self.epoch:
-                for ln, p in shared["lanes"].items():
-                    self.progress[ln] = max(p, self.progress.get(ln, -1))
-                if pos <= self.progress.get(lane, -1):
-                    return
-        merged = self.store.merge_progress(self.epoch, {lane: pos})  # type: ignore[arg-type]
+        _, lane, pos = best
         with self.lock:
-            for ln, p in merged.items():
-                self.progress[ln] = max(p, self.progress.get(ln, -1))
+            self.progress[lane] = max(pos, self.progress.get(lane, -1))
+        self.store.merge_progress(self.epoch, {lane: pos})  # type: ignore[arg-type]
         self.wake.set()
 
-    def _status(self, name: str, progress: dict[int, int]) -> tuple[int, int]:
-        """(class, distance): 0 done or off the schedule, 1 ahead (by distance), 2 open."""
+    def _view(self, shared: dict | None = None) -> dict[int, tuple[int, int]]:
+        """Each lane's ``(lo, hi)``: the furthest entry a reader of the rank has read (``hi``)
+        and the furthest the slowest live reader has read (``lo``, at least ``hi - k``: a
+        reader further behind reads byte ranges instead of holding slots)."""
+        if shared is None:
+            shared = self.store.progress()
         k = self.ds.cache_shards
-        best = (0, 0)
+        readers = shared["lanes"] if shared.get("epoch") == self.epoch else {}
+        with self.lock:
+            own = dict(self.progress)
+        out = {}
+        for lane in set(own) | set(readers):
+            pos = dict(readers.get(lane, {}))
+            if own.get(lane, -1) >= 0:
+                pos[self.pid] = max(own[lane], pos.get(self.pid, -1))
+            if not pos:
+                out[lane] = (-1, -1)
+                continue
+            hi = max(pos.values())
+            out[lane] = (max(min(pos.values()), hi - k), hi)
+        return out
+
+    def _status(self, name: str, view: dict[int, tuple[int, int]]) -> tuple[int, int]:
+        """(class, distance) of shard ``name``: ``_OPEN`` (in the window of the lane's leading
+        reader), ``_AHEAD`` (by distance), ``_BEHIND`` (only a lagging reader's window still
+        holds it), ``_DONE`` (done or off this rank's schedule). A shard in two lanes takes
+        its most needed class."""
+        k = self.ds.cache_shards
+        best = (_DONE, 0)
         for lane, pos in self.where.get(name, ()):
-            p = progress.get(lane, -1)
-            if pos > p:
-                if best[0] == 0 or pos - p < best[1]:
-                    best = (1, pos - p)
-            elif pos > p - k:
-                return (2, 0)
+            lo, hi = view.get(lane, (-1, -1))
+            if pos > hi:
+                cand = (_AHEAD, pos - hi)
+            elif pos > hi - k:
+                return (_OPEN, 0)
+            elif pos > lo - k:
+                cand = (_BEHIND, 0)
+            else:
+                continue
+            nearer = cand[0] == best[0] == _AHEAD and cand[1] < best[1]
+            if _NEED[cand[0]] > _NEED[best[0]] or nearer:
+                best = cand
         return best
 
-    def _victims(self, keep_closer_than: int) -> Callable[[list[str], dict], list[str]]:
+    def _victims(
+        self, keep_closer_than: int, behind: bool = False
+    ) -> Callable[[list[str], dict], list[str]]:
+        """The eviction order for a slot: done shards first, then (``behind``: for a shard
+        the leading reader needs now) shards only a lagging reader still reads, then shards
+        ahead further than ``keep_closer_than`` entries, furthest first. A shard in the
+        leading reader's window is never a victim."""
+
         def victims(held: list[str], shared: dict) -> list[str]:
             if not self.has_sampler:
 
@@ -372,17 +406,16 @@ class _Runtime:
                         return 0.0
 
                 return sorted(held, key=age)
-            progress = dict(self.progress)
-            if shared.get("epoch") == self.epoch:
-                for ln, p in shared["lanes"].items():
-                    progress[ln] = max(p, progress.get(ln, -1))
+            view = self._view(shared)
             ranked = []
             for n in held:
-                cls, dist = self._status(n, progress)
-                if cls == 0:
+                cls, dist = self._status(n, view)
+                if cls == _DONE:
                     ranked.append((0, 0, n))
-                elif cls == 1 and dist > keep_closer_than:
-                    ranked.append((1, -dist, n))
+                elif cls == _BEHIND and behind:
+                    ranked.append((1, 0, n))
+                elif cls == _AHEAD and dist > keep_closer_than:
+                    ranked.append((2, -dist, n))
             return [n for *_, n in sorted(ranked)]
 
         return victims
@@ -394,7 +427,8 @@ class _Runtime:
         s = int(np.searchsorted(self.ds._offsets, i, side="right")) - 1
         name = self.ds._names[s]
         pos = np.searchsorted(self.resident, i)
-        if pos < len(self.resident) and self.resident[pos] == i:
+        resident = bool(pos < len(self.resident) and self.resident[pos] == i)
+        if resident:
             got = self._resident(s, i)
             if got is not None:
                 self.count("resident_hits")
@@ -413,17 +447,56 @@ class _Runtime:
                 return out
             except FileNotFoundError:
                 pass
-            cls = self._status(name, self.progress)[0] if self.has_sampler else 2
-            if cls == 0:
-                break
-            state = self.store.reserve(name, self._victims(0))
+            if not self.has_sampler:
+                state = self.store.reserve(name, self._victims(0))
+            else:
+                cls, dist = self._status(name, self._view())
+                if cls == _OPEN:  # the lane needs it now: it may push out a laggard's shard
+                    state = self.store.reserve(name, self._victims(0, behind=True))
+                elif cls == _AHEAD and resident:
+                    # a resident sample drawn before its shard opens: read the node's copy if
+                    # another rank holds it, else keep the shard for the lane if a slot is
+                    # free or held by a shard needed later; never push out a nearer one
+                    got = self._node_copy(s, i, name)
+                    if got is not None:
+                        return got
+                    state = self.store.reserve(name, self._victims(dist))
+                else:  # behind, done or another rank's: no slot
+                    break
             if state == "pending":
                 self.store.wait(name)
             elif state == "reserved":
                 self._fill(s, name, prefetched=False)
             elif state == "full":
                 break
+        got = self._node_copy(s, i, name)
+        if got is not None:
+            return got
+        if resident and self.ds.format == "webdataset" and self._index(s, None) is None:
+            # one whole read per node: wait for a process reading this shard now, then look
+            # again (it extracted the shard's resident samples)
+            with flock(self.store.locks / f"{name}.lock"):
+                self.res_heads.pop(s, None)
+                got = self._resident(s, i)
+                if got is not None:
+                    self.count("resident_hits")
+                    return got
+                got = self._node_copy(s, i, name)
+                if got is not None:
+                    return got
+                return self._out_of_schedule(s, i)
         return self._out_of_schedule(s, i)
+
+    def _node_copy(self, s: int, i: int, name: str) -> Any:
+        """Sample ``i`` from the node's copy of shard ``name`` (held by another rank or by a
+        slot of this one), without taking a slot; None if the node has none."""
+        try:
+            with open(self.store.shards / name, "rb") as fh:
+                out = self._read(s, i, fh)
+        except FileNotFoundError:
+            return None
+        self.count("hits")
+        return out
 
     def _fill(self, s: int, name: str, prefetched: bool) -> None:
         expect = None
@@ -444,6 +517,10 @@ class _Runtime:
             if prefetched:
                 self.count("prefetched", 1, flush=False)
         self.flush(force=True)
+        if self.ds.format == "webdataset" and len(self._resident_of(s)):
+            # the node's processes and ranks find the shard's resident samples at once
+            with contextlib.suppress(FileNotFoundError), open(self.store.path(name), "rb") as fh:
+                self._extract(s, fh)
 
     def _read(self, s: int, i: int, fh: Any) -> Any:
         """Sample ``i`` out of the open cached file of shard ``s``."""
@@ -511,7 +588,7 @@ class _Runtime:
                     f"layout says {want}: the shard changed since the layout was made; make "
                     "the layout again"
                 )
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps([[k, [list(m) for m in ms]] for k, ms in samples]))
             os.replace(tmp, path)
         self.indexes.put(s, samples)
@@ -597,7 +674,7 @@ class _Runtime:
                 at += len(blob)
             table[str(idx)] = [key, ms]
         header = json.dumps(table).encode()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(b"%d\n" % len(header))
             fh.write(header)
@@ -658,26 +735,22 @@ class _Runtime:
     def _prefetch_once(self) -> None:
         with self.lock:
             order = self.order
-            progress = dict(self.progress)
             epoch = self.epoch
-        shared = self.store.progress()
-        if shared["epoch"] == epoch:
-            for ln, p in shared["lanes"].items():
-                progress[ln] = max(p, progress.get(ln, -1))
-        wanted: list[tuple[int, str, int]] = []
+        view = self._view()
+        wanted: list[tuple[int, str]] = []
         seen: set[str] = set()
         longest = max((len(v) for v in order.values()), default=0)
         for dist in range(1, longest + 1):
             for lane in sorted(order):
-                pos = progress.get(lane, -1) + dist
+                pos = view.get(lane, (-1, -1))[1] + dist
                 if pos < len(order[lane]):
                     name = order[lane][pos]
-                    if name not in seen and self._status(name, progress)[0] != 2:
+                    if name not in seen and self._status(name, view)[0] == _AHEAD:
                         seen.add(name)
-                        wanted.append((dist, name, pos))
+                        wanted.append((dist, name))
             if len(wanted) >= self.ds.prefetch:
                 break
-        for dist, name, _ in wanted[: self.ds.prefetch]:
+        for dist, name in wanted[: self.ds.prefetch]:
             if self.epoch != epoch:
                 return
             if self.store.path(name).exists():
