@@ -570,3 +570,90 @@ def test_real_sampler_through_two_workers_over_http(tmp_path):
     assert sent[0] <= 2.5 * total, (sent, total)
     assert max(sent[1:]) <= 1.35 * total, (sent, total)
     assert stats["resident_hits"] > 0 and stats["cached"] <= ds.bound
+
+
+def test_a_resident_read_keeps_the_shard_the_lane_opens_next(tmp_path):
+    """A resident sample drawn before its shard opens never pushes out a shard the lane needs
+    sooner (here: the prefetched next one; evicting it costs a refetch); a fetched shard's
+    resident samples are extracted at once (served as resident hits before anyone read it)."""
+    paths = write_shards(tmp_path / "src", 6)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    order = StubSampler(local, lanes=1).shard_schedule(0)[0].tolist()
+    s0, s1, s2, s3 = order[:4]
+    r2, r3 = s2 * PER_SHARD, s3 * PER_SHARD  # resident: the first sample of s2 and of s3
+    cache = tmp_path / "cache"
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = http_layout(local, srv, [p.name for p in paths])
+        sampler = StubSampler(layout, lanes=1, cache_shards=2, resident=[r2, r3])
+        ds = ShardedDataset(layout, sampler, cache_dir=cache, prefetch=1)
+        assert ds.bound == 3
+        check(ds[s0 * PER_SHARD + 1], s0 * PER_SHARD + 1)  # opens entry 0
+        check(ds[s1 * PER_SHARD + 1], s1 * PER_SHARD + 1)  # opens entry 1; entry 2 prefetched
+        slot = cache / "ranks" / ds._tag / ds._names[s2]
+        for _ in range(1000):
+            if slot.exists():
+                break
+            threading.Event().wait(0.01)
+        assert slot.exists()
+        before = ds.stats()
+        check(ds[r2], r2)  # extracted when s2 was fetched
+        assert ds.stats()["resident_hits"] == before["resident_hits"] + 1
+        check(ds[r3], r3)  # s3: entry 3, needed after s2, and no slot is free
+        assert slot.exists() and srv.requests[paths[s3].name] == 1
+        check(ds[s2 * PER_SHARD + 1], s2 * PER_SHARD + 1)  # entry 2 opens: a hit
+        assert srv.requests[paths[s2].name] == 1
+        check(ds[r3], r3)
+        assert ds.stats()["resident_hits"] == before["resident_hits"] + 2
+
+
+def one_read_per_node(names: list, offsets: list, sizes: list, url: str, cache: str) -> dict:
+    """One rank of ``test_a_shard_is_read_once_per_node_for_its_residents``."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank()
+    layout = ShardLayout(
+        offsets, urls=[url + n for n in names], format="webdataset", shard_bytes=sizes
+    )
+    probe = StubSampler(layout, lanes=2, cache_shards=1, world=2, rank=1)
+    last = int(probe.shard_schedule(0)[1][-1])  # rank 1 opens it last; rank 0 never
+    lo, hi = layout.shard_range(last)
+    sampler = StubSampler(
+        layout, lanes=2, cache_shards=1, world=2, rank=rank, resident=range(lo, hi)
+    )
+    ds = ShardedDataset(layout, sampler, cache_dir=cache, prefetch=0)
+    warm = 0 if lo else hi
+    check(ds[warm], warm)  # makes the runtime (a sample of another shard)
+    dist.barrier()
+    check(ds[lo + rank], lo + rank)  # both ranks at once, the shard not open anywhere
+    dist.barrier()
+    check(ds[lo + 2 + rank], lo + 2 + rank)
+    return {"shard": last, "stats": ds.stats()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_shard_is_read_once_per_node_for_its_residents(tmp_path):
+    """Two real ranks on one cache_dir draw resident samples of a shard no window has opened,
+    at the same time: the node reads it once (the rank whose lane opens it later keeps it
+    in a free slot; the other waits for it and reads the extracted samples)."""
+    from _dist import run
+
+    paths = write_shards(tmp_path / "src", 8)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    names = [p.name for p in paths]
+    with LoopbackServer(tmp_path / "src", latency=0.5) as srv:
+        out = run(
+            "call",
+            2,
+            timeout=150,
+            module="test_shard_reader",
+            function="one_read_per_node",
+            names=names,
+            offsets=local.offsets.tolist(),
+            sizes=local.shard_bytes.tolist(),
+            url=srv.url(""),
+            cache=str(tmp_path / "cache"),
+        )
+        shard = out[0]["shard"]
+        assert srv.requests[names[shard]] == 1, dict(srv.requests)
+    assert sum(o["stats"]["resident_hits"] for o in out) >= 3

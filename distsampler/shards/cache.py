@@ -87,6 +87,10 @@ class ShardStore:
     def _shard_lock(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
 
+    def lock(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """The node-wide lock of shard ``name`` (held while it is downloaded)."""
+        return flock(self._shard_lock(name))
+
     def rank_lock(self):
         return flock(self._rank_lock)
 
@@ -165,17 +169,18 @@ class ShardStore:
 
     evictions = 0
 
-    def fill(self, name: str, download: Callable[[str], int]) -> int:
+    def fill(self, name: str, download: Callable[[str], int], locked: bool = False) -> int:
         """Make the reserved slot of ``name`` hold the shard; returns the bytes downloaded.
 
-        Under the shard's lock: link the node's copy if another rank already has it, else
-        ``download(tmp)`` into a temporary file renamed into place (atomic). On any error
-        the reservation and the temporary file are removed and the error propagates.
+        Under the shard's lock (``locked``: the caller holds it already): link the node's copy
+        if another rank already has it, else ``download(tmp)`` into a temporary file renamed
+        into place (atomic). On any error the reservation and the temporary file are removed
+        and the error propagates.
         """
         shared = self.shards / name
         fetched = 0
         try:
-            with flock(self._shard_lock(name)):
+            with contextlib.nullcontext(True) if locked else flock(self._shard_lock(name)):
                 if not shared.exists():
                     tmp = self.shards / f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
                     try:

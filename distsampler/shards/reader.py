@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import ShardStore, flock
+from .cache import ShardStore
 from .fetch import Fetcher, ShardFetchError
 
 __all__ = ["ShardFetchError", "ShardedDataset"]
@@ -447,22 +447,20 @@ class _Runtime:
                 return out
             except FileNotFoundError:
                 pass
+            cls, dist = self._status(name, self._view()) if self.has_sampler else (_OPEN, 0)
             if not self.has_sampler:
                 state = self.store.reserve(name, self._victims(0))
-            else:
-                cls, dist = self._status(name, self._view())
-                if cls == _OPEN:  # the lane needs it now: it may push out a laggard's shard
-                    state = self.store.reserve(name, self._victims(0, behind=True))
-                elif cls == _AHEAD and resident:
-                    # a resident sample drawn before its shard opens: read the node's copy if
-                    # another rank holds it, else keep the shard for the lane if a slot is
-                    # free or held by a shard needed later; never push out a nearer one
-                    got = self._node_copy(s, i, name)
-                    if got is not None:
-                        return got
-                    state = self.store.reserve(name, self._victims(dist))
-                else:  # behind, done or another rank's: no slot
-                    break
+            elif cls == _OPEN:
+                # the lane needs it now: it may push out a shard only a laggard still reads
+                state = self.store.reserve(name, self._victims(0, behind=True))
+            elif resident and self.ds.format == "webdataset":
+                state = self._resident_miss(s, i, name)
+                if isinstance(state, dict):
+                    return state
+            elif resident and cls == _AHEAD:  # parquet: keep it only in a slot nobody needs sooner
+                state = self.store.reserve(name, self._victims(dist))
+            else:  # behind, done or another rank's: no slot
+                break
             if state == "pending":
                 self.store.wait(name)
             elif state == "reserved":
@@ -472,20 +470,37 @@ class _Runtime:
         got = self._node_copy(s, i, name)
         if got is not None:
             return got
-        if resident and self.ds.format == "webdataset" and self._index(s, None) is None:
-            # one whole read per node: wait for a process reading this shard now, then look
-            # again (it extracted the shard's resident samples)
-            with flock(self.store.locks / f"{name}.lock"):
-                self.res_heads.pop(s, None)
-                got = self._resident(s, i)
-                if got is not None:
-                    self.count("resident_hits")
-                    return got
-                got = self._node_copy(s, i, name)
-                if got is not None:
-                    return got
-                return self._out_of_schedule(s, i)
         return self._out_of_schedule(s, i)
+
+    def _resident_miss(self, s: int, i: int, name: str) -> dict | str:
+        """Resident sample ``i`` of tar shard ``s`` before the shard opened: the sample, or the
+        state of a slot for the caller ("pending": wait and look again; "full": read the
+        sample's byte range).
+
+        Under the shard's lock, so the node reads a shard once for its resident samples: look
+        again (whoever held the lock extracted them), read the node's copy if a rank holds
+        one, else keep the shard for the lane if it is ahead and a slot is free or held by a
+        shard needed later (never a nearer one), else read it whole into memory."""
+        with self.store.lock(name):
+            self.res_heads.pop(s, None)
+            got = self._resident(s, i)
+            if got is not None:
+                self.count("resident_hits")
+                return got
+            got = self._node_copy(s, i, name)
+            if got is not None:
+                return got
+            cls, dist = self._status(name, self._view())
+            if cls == _AHEAD:
+                state = self.store.reserve(name, self._victims(dist))
+                if state == "pending":
+                    return state  # another process of the rank fills it: wait outside the lock
+                if state == "reserved":
+                    self._fill(s, name, prefetched=False, locked=True)
+                    return "held"
+            if self._index(s, None) is not None:
+                return "full"
+            return self._out_of_schedule(s, i)
 
     def _node_copy(self, s: int, i: int, name: str) -> Any:
         """Sample ``i`` from the node's copy of shard ``name`` (held by another rank or by a
@@ -498,14 +513,14 @@ class _Runtime:
         self.count("hits")
         return out
 
-    def _fill(self, s: int, name: str, prefetched: bool) -> None:
+    def _fill(self, s: int, name: str, prefetched: bool, locked: bool = False) -> None:
         expect = None
         if self.ds.format == "webdataset" and self.ds._shard_bytes is not None:
             expect = int(self.ds._shard_bytes[s])
         before = self.fetcher.retried
         try:
             got = self.store.fill(
-                name, lambda tmp: self.fetcher.download(self.ds._urls[s], tmp, expect)
+                name, lambda tmp: self.fetcher.download(self.ds._urls[s], tmp, expect), locked
             )
         finally:
             self.count("retries", self.fetcher.retried - before, flush=False)
