@@ -5,12 +5,16 @@ the fsspec filesystem, the sampler's shard schedule for the epoch, and a prefetc
 of it is pickled, so the dataset crosses ``fork`` and ``spawn`` as plain configuration.
 
 The cache keeps, per rank, at most ``cache_shards`` shards for each lane the rank serves plus
-``prefetch`` shards the schedule opens next (see :mod:`distsampler.shards.cache`). A lane's
-progress (the furthest schedule entry it has read) is shared by the rank's processes through
-``cache_dir``; a shard a lane has moved ``cache_shards`` entries past is done and goes first,
-then the shard needed furthest ahead. A read outside the window (a worker that lags, a shard
-of another rank) never takes a slot: it reads the sample's byte range when the shard's index
-is known, else the whole shard into memory.
+``prefetch`` shards the schedule opens next (see :mod:`distsampler.shards.cache`). Each process
+of the rank shares through ``cache_dir`` how far it has read each lane (DataLoader workers read
+alternate batches, so one lags): a shard the slowest live reader has moved ``cache_shards``
+entries past is done and goes first; for a shard the leading reader opens, one only a lagging
+reader still reads goes next; then the shard needed furthest ahead. A read outside the window
+(a reader far behind, a shard of another rank) never takes a slot: the node's copy if a rank
+holds one, else the sample's byte range when the shard's index is known, else the whole shard
+into memory. A resident sample drawn before its shard opens is read under the shard's lock, so
+the node reads that shard once for its resident samples (kept in a slot only if one is free or
+held by a shard needed later); every shard fetched has its resident samples extracted at once.
 """
 
 from __future__ import annotations
