@@ -23,9 +23,9 @@ drawn more often than it has members, so kept in the cache directory and served 
 one needed before its shard was opened costs a read outside the schedule.
 
 Trap: the DataLoader's workers read alternate batches of one lane, so a lane's window
-(``--cache-shards`` shards) must span the batches in flight; with ``--cache-shards 2`` and 2
-workers the shards a worker left behind are fetched again (later epochs cost 1.1x to 1.6x the
-shards' bytes instead of under 1x).
+(``--cache-shards`` shards) should span the batches in flight; a worker that falls further
+behind reads its last samples of a shard as byte ranges (with ``--cache-shards 2`` in one
+process the epochs after the first still cost 1.00x the shards' bytes).
 
 The HTTP server's own count of the bytes it sent goes into ``--log-json PATH`` with the
 per-epoch figures. Checkpoints are not offered: the layout's URLs name this run's port, and
