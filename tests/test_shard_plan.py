@@ -312,6 +312,8 @@ def test_layout_and_labels_must_describe_one_dataset():
         ValueError, match=r"shards holds 3000 samples but the labels \(or weights\) describe 2999"
     ):
         DWS(labels=MIXED[:-1], shards=LAYOUT, num_replicas=1, rank=0)
+    with pytest.raises(ValueError, match=r"\(or weights\) describe 2999"):
+        DWS(np.ones(len(MIXED) - 1), shards=LAYOUT, num_replicas=1, rank=0)
     with pytest.raises(TypeError, match="ShardLayout"):
         DWS(labels=MIXED, shards=[50] * 60, num_replicas=1, rank=0)
     with pytest.raises(ValueError, match="at most 4096 distinct values"):
