@@ -31,7 +31,7 @@ def is_url(path: str) -> bool:
 
 
 class Fetcher:
-    """Whole-file downloads and byte-range reads with bounded retries.
+    """Whole-file downloads, byte-range reads and sizes with bounded retries.
 
     Args:
         retries: extra attempts after a transient failure (0: one attempt).
@@ -139,6 +139,17 @@ class Fetcher:
             return data
 
         return self._retry(url, "reading", once)
+
+    def size(self, url: str) -> int:
+        """The size of ``url`` in bytes (a HEAD request for HTTP(S): no body is sent)."""
+
+        def once() -> int:
+            if is_url(url):
+                fs, path = self._filesystem(url)
+                return int(fs.size(path))
+            return os.path.getsize(url)
+
+        return self._retry(url, "sizing", once)
 
     def read_all(self, url: str) -> bytes:
         """The whole of ``url`` in memory (an out-of-schedule read)."""

@@ -3,18 +3,39 @@
 pyarrow is imported here only, when a Parquet shard is read (the ``parquet`` extra); local
 paths are opened with ``open``, URLs through fsspec (the ``shards`` extra). A footer costs a
 few small reads at the end of the file; no row is read unless asked for.
+
+A row group read on its own (:func:`row_group_span`, :func:`decode_row_group`) costs one
+range read of its column chunks, given the file's footer (:func:`footer_length`,
+:func:`parse_footer`); the reader keeps it as an Arrow IPC file (:func:`write_ipc`) mapped
+into memory to read rows (:func:`map_ipc`).
 """
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Footer", "open_shard", "read_column", "read_footer", "read_rows"]
+__all__ = [
+    "Footer",
+    "decode_row_group",
+    "footer_length",
+    "map_ipc",
+    "open_shard",
+    "parse_footer",
+    "read_column",
+    "read_footer",
+    "read_rows",
+    "row_group_span",
+    "write_ipc",
+]
+
+MAGIC = b"PAR1"
 
 
 class Footer(NamedTuple):
@@ -166,3 +187,123 @@ def labels_array(values: list[Any], where: str) -> np.ndarray:
             f"{type(bad[0]).__name__} {bad[0]!r:.40}"
         )
     return np.asarray([str(v) for v in values], dtype=str)  # ints and strings: all strings
+
+
+# -- one row group at a time ---------------------------------------------------------------------
+
+
+def footer_length(last8: bytes, where: str) -> int:
+    """Bytes of the footer from a file's last 8 bytes (4-byte length, then ``PAR1``).
+
+    Raises:
+        ValueError: not the end of a Parquet file (naming ``where``).
+    """
+    if len(last8) != 8 or last8[4:] != MAGIC:
+        raise ValueError(f"{where} does not end as a Parquet file does (no 'PAR1' at its end)")
+    return int.from_bytes(last8[:4], "little")
+
+
+def parse_footer(tail: bytes, where: str) -> Any:
+    """The ``pyarrow.parquet.FileMetaData`` of a file from its footer: the file's last
+    ``footer_length + 8`` bytes (or more of its end).
+
+    Raises:
+        ValueError: the bytes are not a Parquet footer (naming ``where``).
+    """
+    pq = _pyarrow_parquet()
+    n = footer_length(bytes(tail[-8:]), where)
+    if n + 8 > len(tail):
+        raise ValueError(f"{where}: the footer needs {n + 8} bytes, got {len(tail)}")
+    try:
+        return pq.read_metadata(io.BytesIO(bytes(tail[-(n + 8) :])))
+    except Exception as e:  # ArrowInvalid, OSError
+        raise ValueError(f"{where}: the footer is not readable ({type(e).__name__}: {e})") from None
+
+
+def row_group_span(meta: Any, row_group: int) -> tuple[int, int]:
+    """Bytes ``[lo, hi)`` of the file holding the column chunks of ``row_group`` (one range:
+    pyarrow writes a row group's chunks back to back; ``hi - lo`` is its compressed size)."""
+    rg = meta.row_group(row_group)
+    lo, hi = None, 0
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        start = int(col.data_page_offset)
+        if col.has_dictionary_page and col.dictionary_page_offset:
+            start = min(start, int(col.dictionary_page_offset))
+        lo = start if lo is None else min(lo, start)
+        hi = max(hi, start + int(col.total_compressed_size))
+    return (0, 0) if lo is None else (lo, hi)
+
+
+class _Sparse(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which ``[lo, lo + len(data))`` is at hand; any
+    other read goes to ``more(start, end)`` (pyarrow may pad a chunk read of old files)."""
+
+    def __init__(self, size: int, lo: int, data: bytes, more: Callable[[int, int], bytes]):
+        self._size, self._lo, self._data, self._more, self._pos = size, lo, data, more, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._size)[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        start = self._pos
+        end = self._size if n is None or n < 0 else min(self._size, start + n)
+        if end <= start:
+            return b""
+        a, b = start - self._lo, end - self._lo
+        inside = a >= 0 and b <= len(self._data)
+        out = self._data[a:b] if inside else self._more(start, end)
+        self._pos = start + len(out)
+        return bytes(out)
+
+
+def decode_row_group(
+    meta: Any,
+    row_group: int,
+    data: bytes,
+    lo: int,
+    size: int,
+    more: Callable[[int, int], bytes],
+) -> Any:
+    """The ``pyarrow.Table`` of ``row_group`` from ``data``, the file's bytes from ``lo``
+    (:func:`row_group_span`); ``size`` is the file's size. A read outside ``data`` calls
+    ``more(start, end)``. pyarrow errors propagate (the caller names the shard)."""
+    pq = _pyarrow_parquet()
+    return pq.ParquetFile(_Sparse(size, lo, data, more), metadata=meta).read_row_group(row_group)
+
+
+def write_ipc(table: Any, path: str) -> int:
+    """Write ``table`` as an uncompressed Arrow IPC file (memory-mappable); returns its size."""
+    import pyarrow as pa
+
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return os.path.getsize(path)
+
+
+def map_ipc(fd: int) -> Any:
+    """The table of the Arrow IPC file open as ``fd``, memory-mapped (rows are not copied).
+
+    The mapping outlives ``fd`` (and an unlinked file's disk space lasts as long as the table).
+
+    Raises:
+        ValueError: not an Arrow IPC file (a truncated or foreign file).
+    """
+    import pyarrow as pa
+
+    try:
+        view = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        return pa.ipc.open_file(pa.py_buffer(view)).read_all()
+    except (ValueError, OSError, pa.ArrowException) as e:
+        raise ValueError(f"not a readable Arrow IPC file ({type(e).__name__}: {e})") from None

@@ -15,6 +15,11 @@ holds one, else the sample's byte range when the shard's index is known, else th
 into memory. A resident sample drawn before its shard opens is read under the shard's lock, so
 the node reads that shard once for its resident samples (kept in a slot only if one is free or
 held by a shard needed later); every shard fetched has its resident samples extracted at once.
+
+A Parquet row group shard (``from_parquet(shards="row_groups")``) is fetched as one range read
+of its column chunks (its file's footer is read once per node and kept in ``cache_dir/index/``)
+and cached alone as an Arrow IPC file, memory-mapped to read rows; read outside the window it
+is that range into memory, never the whole file. Files as shards are fetched whole.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .cache import ShardStore
+from .cache import ShardStore, flock
 from .fetch import Fetcher, ShardFetchError
 
 __all__ = ["ShardFetchError", "ShardedDataset"]
@@ -53,12 +58,16 @@ def _name_of(url: str) -> str:
 
 
 class _Memo(OrderedDict):
-    """A small LRU dict."""
+    """A small LRU dict of at most ``cap`` entries."""
+
+    def __init__(self, cap: int = _MEMO) -> None:
+        super().__init__()
+        self.cap = int(cap)
 
     def put(self, key: Any, value: Any) -> None:
         self[key] = value
         self.move_to_end(key)
-        while len(self) > _MEMO:
+        while len(self) > self.cap:
             self.popitem(last=False)
 
 
@@ -168,9 +177,14 @@ class ShardedDataset(Dataset):
         self.bound = self.cache_shards * max(1, len(lanes)) + self.prefetch
         self._offsets = np.asarray(layout.offsets, dtype=np.int64)
         self._urls = tuple(str(u) for u in urls)
-        self._names = tuple(_name_of(u) for u in self._urls)
-        self._shard_of_name = {n: s for s, n in reversed(list(enumerate(self._names)))}
         self._row_groups = getattr(layout, "row_groups", None)
+        if fmt == "parquet" and self._row_groups is not None:
+            # a row group is a shard of its own: cached alone, as an Arrow IPC file
+            pairs = zip(self._urls, np.asarray(self._row_groups).tolist(), strict=True)
+            self._names = tuple(f"{_name_of(u)}.rg{int(g)}.arrow" for u, g in pairs)
+        else:
+            self._names = tuple(_name_of(u) for u in self._urls)
+        self._shard_of_name = {n: s for s, n in reversed(list(enumerate(self._names)))}
         sizes = getattr(layout, "shard_bytes", None)
         self._shard_bytes = None if sizes is None else np.asarray(sizes, dtype=np.int64)
         key = hashlib.sha1("\n".join(self._urls).encode()).hexdigest()[:8]
@@ -205,13 +219,15 @@ class ShardedDataset(Dataset):
     def stats(self, all_ranks: bool = False) -> dict[str, int]:
         """Counters summed over this rank's processes (``all_ranks``: every rank of the node).
 
-        Keys: ``shards_fetched`` (whole shards downloaded into the cache), ``prefetched`` (of
-        those, by the prefetch thread), ``bytes_fetched`` (every byte read from the source),
-        ``out_of_schedule`` (whole shards read into memory), ``range_reads``, ``hits``,
-        ``resident_hits``, ``evictions``, ``retries``, plus ``bound`` and ``cached`` (shards
-        this rank holds now). Each process writes its counters to ``cache_dir/stats/`` after
-        every fetch and at most every 0.2 s otherwise, so ``hits`` may lag by a worker's last
-        few items; fetch counters are exact.
+        Keys: ``shards_fetched`` (whole shards downloaded into the cache; a Parquet row group
+        shard is its column chunks' byte range), ``prefetched`` (of those, by the prefetch
+        thread), ``bytes_fetched`` (every byte read from the source, Parquet footers
+        included), ``footers`` (Parquet footers read from the source: once per file per node,
+        kept in ``cache_dir/index/``), ``out_of_schedule`` (whole shards read into memory),
+        ``range_reads``, ``hits``, ``resident_hits``, ``evictions``, ``retries``, plus
+        ``bound`` and ``cached`` (shards this rank holds now). Each process writes its
+        counters to ``cache_dir/stats/`` after every fetch and at most every 0.2 s otherwise,
+        so ``hits`` may lag by a worker's last few items; fetch counters are exact.
         """
         if self._rt is not None and self._rt.pid == os.getpid():
             self._rt.flush(force=True)
@@ -249,6 +265,7 @@ _NEED = {_DONE: 0, _BEHIND: 1, _AHEAD: 2, _OPEN: 3}
 _COUNTERS = (
     "shards_fetched",
     "prefetched",
+    "footers",
     "bytes_fetched",
     "out_of_schedule",
     "range_reads",
@@ -286,7 +303,10 @@ class _Runtime:
         self.stats_file = self.root / "stats" / f"{ds._tag}.{self.pid}-{uuid.uuid4().hex[:8]}.json"
         self.last_flush = 0.0
         self.indexes = _Memo()  # shard -> list of (key, ((ext, offset, size), ...))
-        self.rows = _Memo()  # parquet: (name, row group) -> rows
+        self.rows = _Memo()  # parquet files as shards: (name, None) -> rows
+        self.tables = _Memo(ds.bound + 1)  # parquet row groups: (name, dev, inode) -> mapped
+        self.loose = _Memo(2)  # parquet row groups read outside the cache: shard -> table
+        self.footers = _Memo()  # parquet: url -> (FileMetaData, file size)
         self.res_heads = _Memo()  # shard -> (data offset, {index: sample})
         self.extracted: set[int] = set()
         self.epoch: int | None = None
@@ -458,9 +478,10 @@ class _Runtime:
                 # the lane needs it now: it may push out a shard only a laggard still reads
                 state = self.store.reserve(name, self._victims(0, behind=True))
             elif resident and self.ds.format == "webdataset":
-                state = self._resident_miss(s, i, name)
-                if isinstance(state, dict):
-                    return state
+                missed = self._resident_miss(s, i, name)
+                if isinstance(missed, dict):
+                    return missed
+                state = missed
             elif resident and cls == _AHEAD:  # parquet: keep it only in a slot nobody needs sooner
                 state = self.store.reserve(name, self._victims(dist))
             else:  # behind, done or another rank's: no slot
@@ -522,10 +543,14 @@ class _Runtime:
         if self.ds.format == "webdataset" and self.ds._shard_bytes is not None:
             expect = int(self.ds._shard_bytes[s])
         before = self.fetcher.retried
+
+        def download(tmp: str) -> int:
+            if self.ds._row_groups is not None:
+                return self._fetch_row_group(s, tmp)
+            return self.fetcher.download(self.ds._urls[s], tmp, expect)
+
         try:
-            got = self.store.fill(
-                name, lambda tmp: self.fetcher.download(self.ds._urls[s], tmp, expect), locked
-            )
+            got = self.store.fill(name, download, locked)
         finally:
             self.count("retries", self.fetcher.retried - before, flush=False)
         self.count("evictions", self.store.evictions, flush=False)
@@ -544,6 +569,9 @@ class _Runtime:
     def _read(self, s: int, i: int, fh: Any) -> Any:
         """Sample ``i`` out of the open cached file of shard ``s``."""
         if self.ds.format == "parquet":
+            if self.ds._row_groups is not None:
+                table = self._mapped(s, fh)
+                return table.slice(i - int(self.ds._offsets[s]), 1).to_pylist()[0]
             rows = self._rows(s, fh)
             return rows[i - int(self.ds._offsets[s])]
         samples = self._index(s, fh)
@@ -617,6 +645,8 @@ class _Runtime:
         """Sample ``i`` without a cache slot: its byte range if the index is known, else the
         whole shard into memory (its resident samples are extracted on the way)."""
         url = self.ds._urls[s]
+        if self.ds._row_groups is not None:
+            return self._loose_row(s, i)
         before = self.fetcher.retried
         try:
             if self.ds.format == "webdataset":
@@ -655,6 +685,168 @@ class _Runtime:
             out[ext] = bytes(data[off : off + size])
         self._extract(s, data)
         return out
+
+    # -- parquet row groups --------------------------------------------------------------------
+
+    def _footer(self, s: int) -> tuple[Any, int]:
+        """(FileMetaData, file size) of shard ``s``'s file: the process's memo, else
+        ``cache_dir/index/<file>.footer`` (written by the first process of the node to read
+        it, under a lock of the file's own), else the source: the size (HEAD), the last 8
+        bytes, then the footer."""
+        url = self.ds._urls[s]
+        got = self.footers.get(url)
+        if got is None:
+            got = self._stored_footer(url)
+        if got is None:
+            with flock(self.store.locks / f"{_name_of(url)}.footer.lock"):
+                got = self._stored_footer(url) or self._fetch_footer(s)
+        self.footers.put(url, got)
+        return got
+
+    def _stored_footer(self, url: str) -> tuple[Any, int] | None:
+        """The footer the node keeps for ``url``, checked as an input; None if none is."""
+        from .parquet import parse_footer
+
+        path = self._footer_path(url)
+        with contextlib.suppress(OSError, ValueError):
+            head, _, tail = path.read_bytes().partition(b"\n")
+            return parse_footer(tail, str(path)), int(head)
+        return None
+
+    def _fetch_footer(self, s: int) -> tuple[Any, int]:
+        """Read the footer of shard ``s``'s file from the source; keep it in ``cache_dir``."""
+        from .parquet import footer_length, parse_footer
+
+        url = self.ds._urls[s]
+        path = self._footer_path(url)
+        where = f"shard {s} ({url!r})"
+        size = self.fetcher.size(url)
+        if size < 12:
+            raise ValueError(f"{where} has {size} bytes: too short for a Parquet file")
+        last8 = self.fetcher.read_range(url, size - 8, size)
+        n = footer_length(last8, where)
+        if n + 12 > size:
+            raise ValueError(f"{where}: its footer says {n} bytes, the file has {size}")
+        tail = self.fetcher.read_range(url, size - 8 - n, size - 8) + last8
+        meta = parse_footer(tail, where)
+        self.count("footers", 1, flush=False)
+        self.count("bytes_fetched", len(tail), flush=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        tmp.write_bytes(b"%d\n" % size + tail)
+        os.replace(tmp, path)
+        return meta, size
+
+    def _footer_path(self, url: str) -> Path:
+        return self.root / "index" / f"{_name_of(url)}.footer"
+
+    def _forget_footer(self, s: int) -> None:
+        """The file may have changed: read its footer again next time."""
+        url = self.ds._urls[s]
+        self.footers.pop(url, None)
+        with contextlib.suppress(OSError):
+            self._footer_path(url).unlink()
+
+    def _row_group(self, s: int) -> tuple[Any, int]:
+        """(table, bytes read) of row group shard ``s``: one range read of its column chunks
+        (plus its file's footer if this node never read it)."""
+        from .parquet import decode_row_group, row_group_span
+
+        url, g = self.ds._urls[s], int(self.ds._row_groups[s])  # type: ignore[index]
+        where = f"shard {s} ({url!r}, row group {g})"
+        meta, size = self._footer(s)
+        if g >= meta.num_row_groups:
+            self._forget_footer(s)
+            raise ValueError(
+                f"{where}: the file has {meta.num_row_groups} row groups; the file changed "
+                "since the layout was made; make the layout again"
+            )
+        lo, hi = row_group_span(meta, g)
+        data = self.fetcher.read_range(url, lo, hi) if hi > lo else b""
+        extra = [0]
+
+        def more(a: int, b: int) -> bytes:
+            got = self.fetcher.read_range(url, a, b)
+            extra[0] += len(got)
+            return got
+
+        try:
+            table = decode_row_group(meta, g, data, lo, size, more)
+        except ShardFetchError:
+            raise
+        except Exception as e:  # pyarrow's errors on corrupt bytes
+            self._forget_footer(s)
+            raise ValueError(
+                f"{where} is not readable Parquet at bytes {lo}..{hi} ({type(e).__name__}: {e})"
+            ) from None
+        want = int(self.ds._offsets[s + 1] - self.ds._offsets[s])
+        if table.num_rows != want:
+            self._forget_footer(s)
+            raise ValueError(
+                f"{where} holds {table.num_rows} rows, the layout says {want}: the file "
+                "changed since the layout was made; make the layout again"
+            )
+        return table, len(data) + extra[0]
+
+    def _fetch_row_group(self, s: int, tmp: str) -> int:
+        """Write row group shard ``s`` to ``tmp`` as an Arrow IPC file; the bytes read."""
+        from .parquet import write_ipc
+
+        table, nbytes = self._row_group(s)
+        write_ipc(table, tmp)
+        return nbytes
+
+    def _mapped(self, s: int, fh: Any) -> Any:
+        """The table of the cached row group open as ``fh``, memory-mapped once per file (a
+        new copy of the shard is a new inode). Mappings of files no longer in ``shards/`` are
+        let go first, so an evicted shard's disk space is freed."""
+        from .parquet import map_ipc
+
+        name = self.ds._names[s]
+        st = os.fstat(fh.fileno())
+        key = (name, st.st_dev, st.st_ino)
+        table = self.tables.get(key)
+        if table is not None:
+            return table
+        for old in list(self.tables):
+            try:
+                cur = os.stat(self.store.shards / old[0])
+                gone = (cur.st_dev, cur.st_ino) != old[1:]
+            except FileNotFoundError:
+                gone = True
+            if gone:
+                del self.tables[old]
+        want = int(self.ds._offsets[s + 1] - self.ds._offsets[s])
+        try:
+            table = map_ipc(fh.fileno())
+        except ValueError as e:
+            self.store.drop(name)
+            raise ValueError(
+                f"shard {s} ({self.ds._urls[s]!r}): the cached copy is bad: {e}"
+            ) from None
+        if table.num_rows != want:
+            self.store.drop(name)
+            raise ValueError(
+                f"shard {s} ({self.ds._urls[s]!r}): the cached copy holds {table.num_rows} "
+                f"rows, the layout says {want}"
+            )
+        self.tables.put(key, table)
+        return table
+
+    def _loose_row(self, s: int, i: int) -> dict:
+        """Row ``i`` of row group shard ``s`` without a cache slot: the row group read into
+        memory (kept for the last 2 such reads of the process)."""
+        table = self.loose.get(s)
+        if table is None:
+            before = self.fetcher.retried
+            try:
+                table, nbytes = self._row_group(s)
+                self.count("out_of_schedule", 1, flush=False)
+                self.count("bytes_fetched", nbytes, flush=False)
+            finally:
+                self.count("retries", self.fetcher.retried - before, flush=False)
+                self.flush(force=True)
+            self.loose.put(s, table)
+        return table.slice(i - int(self.ds._offsets[s]), 1).to_pylist()[0]
 
     # -- resident samples ----------------------------------------------------------------------
 
