@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -94,6 +95,13 @@ def run(loader, expected: list[list[int]], skip: int = 0) -> dict:
     return dict(outcome=outcome, batches=len(got), planned=len(want), length=len(loader))
 
 
+def report(record: dict) -> None:
+    """One ``RESULT`` line in one write: both ranks share the launcher's stdout, and print()'s
+    separate writes of text and newline could interleave two ranks' lines."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), ("RESULT " + json.dumps(record) + "\n").encode())
+
+
 def main() -> None:
     accelerators = {
         "default": Accelerator(),
@@ -111,7 +119,7 @@ def main() -> None:
             except Exception as e:  # Accelerate's own refusal, before any batch
                 record = dict(case=f"{setting}/{name}", rank=rank, world=world)
                 record.update(outcome="prepare-error", type=type(e).__name__, message=str(e))
-                print("RESULT " + json.dumps(record), flush=True)
+                report(record)
                 continue
             loader.set_epoch(EPOCH)  # reaches the sampler, as in a training loop
             expected = plan(name, sampler, world, rank)
@@ -121,7 +129,7 @@ def main() -> None:
                 skipped = accelerator.skip_first_batches(loader, 2)
                 result["skip"] = run(skipped, expected, skip=2)["outcome"]
             record = dict(case=f"{setting}/{name}", rank=rank, world=world, **result)
-            print("RESULT " + json.dumps(record), flush=True)
+            report(record)
     for name, make in SAMPLERS.items():  # the supported path: always exact
         sampler = make()
         batch_size = B if name.startswith("weighted") else None
@@ -131,7 +139,7 @@ def main() -> None:
         loader.set_epoch(EPOCH)
         result = run(loader, plan(name, sampler, world, rank))
         record = dict(case=f"prepare_for_accelerate/{name}", rank=rank, world=world, **result)
-        print("RESULT " + json.dumps(record), flush=True)
+        report(record)
     acc.wait_for_everyone()
     acc.end_training()
 
