@@ -32,6 +32,20 @@ def make(world=1, rank=0, labels=MIXED, quotas=None, **kw):
     return Q(labels, 8, quotas, shards=LAYOUT, num_replicas=world, rank=rank, **kw)
 
 
+def weighted(world: int = 1, rank: int = 0, block: int = 4) -> DWS:
+    """The weighted sampler over the same shards (lanes 4, a cache of 2 shards, seed 5)."""
+    return DWS(
+        labels=MIXED,
+        shards=LAYOUT,
+        lanes=LANES,
+        cache_shards=2,
+        seed=5,
+        block_size=block,
+        num_replicas=world,
+        rank=rank,
+    )
+
+
 def global_batches(world, epoch=0, **kw) -> list[list[int]]:
     samplers = [make(world, r, **kw) for r in range(world)]
     streams = []
@@ -148,19 +162,7 @@ def scenario(kind: str, epoch: int, state: dict | None, steps: int) -> dict:
 
 
 def one_process(kind: str, epoch: int) -> list:
-    if kind == "weighted":
-        s = DWS(
-            labels=MIXED,
-            shards=LAYOUT,
-            lanes=LANES,
-            cache_shards=2,
-            seed=5,
-            block_size=4,
-            num_replicas=1,
-            rank=0,
-        )
-    else:
-        s = make()
+    s = weighted(block=4) if kind == "weighted" else make()
     s.set_epoch(epoch)
     return list(s)
 
@@ -214,19 +216,7 @@ def bucketed_stream(world, quota=False):
     lengths = np.random.default_rng(2).integers(1, 500, size=len(MIXED))
     out = []
     for r in range(world):
-        if quota:
-            src = make(world, r)
-        else:
-            src = DWS(
-                labels=MIXED,
-                shards=LAYOUT,
-                lanes=LANES,
-                cache_shards=2,
-                seed=5,
-                block_size=8,
-                num_replicas=world,
-                rank=r,
-            )
+        src = make(world, r) if quota else weighted(world, r, block=8)
         b = BB(src, lengths, batch_size=8, window=64, num_replicas=world, rank=r)
         b.set_epoch(0)
         src.set_epoch(0)
@@ -240,20 +230,7 @@ def test_bucketing_a_sharded_source_keeps_its_samples_and_each_ranks_shards(quot
     one, _, lengths = bucketed_stream(1, quota)
     four, ranks, _ = bucketed_stream(LANES, quota)
     assert four == one  # one stream for every world size dividing lanes
-    src = (
-        make()
-        if quota
-        else DWS(
-            labels=MIXED,
-            shards=LAYOUT,
-            lanes=LANES,
-            cache_shards=2,
-            seed=5,
-            block_size=8,
-            num_replicas=1,
-            rank=0,
-        )
-    )
+    src = make() if quota else weighted(block=8)
     src.set_epoch(0)
     drawn = np.concatenate([np.ravel(b) for b in src]) if quota else np.array(list(src))
     assert sorted(np.concatenate(one).tolist()) == sorted(drawn.tolist())  # reorders only

@@ -151,19 +151,24 @@ class ShardStore:
         with self.rank_lock(), contextlib.suppress(FileNotFoundError):
             (self.mine / f"{name}{_RES}").unlink()
 
+    def _unlink(self, name: str) -> None:
+        """Drop this rank's link to ``name``; the node's file goes with its last link (call it
+        under the shard's lock)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.mine / name).unlink()
+        shared = self.shards / name
+        try:
+            if os.stat(shared).st_nlink <= 1:
+                shared.unlink()
+        except FileNotFoundError:
+            pass
+
     def _evict(self, name: str) -> bool:
         """Under the rank lock: drop this rank's link; the shared file goes with its last link."""
         with flock(self._shard_lock(name), blocking=False) as got:
             if not got:
                 return False
-            with contextlib.suppress(FileNotFoundError):
-                (self.mine / name).unlink()
-            shared = self.shards / name
-            try:
-                if os.stat(shared).st_nlink <= 1:
-                    shared.unlink()
-            except FileNotFoundError:
-                pass
+            self._unlink(name)
             self.evictions += 1
             return True
 
@@ -212,14 +217,7 @@ class ShardStore:
     def drop(self, name: str) -> None:
         """Evict ``name`` now (a shard found corrupt), waiting for its lock."""
         with flock(self._shard_lock(name)), self.rank_lock():
-            with contextlib.suppress(FileNotFoundError):
-                (self.mine / name).unlink()
-            shared = self.shards / name
-            try:
-                if os.stat(shared).st_nlink <= 1:
-                    shared.unlink()
-            except FileNotFoundError:
-                pass
+            self._unlink(name)
 
     # -- progress ----------------------------------------------------------------------------
 
