@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import interleave
 
+from benchmarks.shards import belady_loads as plan_aware_loads  # the reader's eviction: Belady
 from distsampler import DistributedWeightedSampler as DWS
 from distsampler import weights as W
 from distsampler._core.shard_plan import SHARD_PLAN_VERSION
@@ -78,25 +79,6 @@ def resumed_streams(make, before: int, after: int, consumed: int, epoch: int, **
         s.set_epoch(epoch)
         rest.append(list(s))
     return rest
-
-
-def plan_aware_loads(shards: np.ndarray, k: int) -> int:
-    """Loads of a cache of ``k`` shards that evicts the shard needed furthest ahead (the
-    reader knows the schedule; Belady's rule is what knowing the future buys)."""
-    next_use = np.empty(len(shards), dtype=np.int64)
-    last: dict[int, int] = {}
-    for i in range(len(shards) - 1, -1, -1):
-        next_use[i] = last.get(int(shards[i]), 1 << 62)
-        last[int(shards[i])] = i
-    cache: dict[int, int] = {}
-    loads = 0
-    for i, s in enumerate(shards.tolist()):
-        if s not in cache:
-            loads += 1
-            if len(cache) >= k:
-                del cache[max(cache, key=cache.__getitem__)]
-        cache[s] = int(next_use[i])
-    return loads
 
 
 # -- the stream's contract -------------------------------------------------------------------

@@ -465,6 +465,17 @@ def test_parquet_rows(tmp_path, mode):
         assert shard_files(tmp_path / "c") <= 1
 
 
+def served(local: ShardLayout, srv: LoopbackServer, paths: list, labels: np.ndarray):
+    """``local``'s layout with its shards' URLs on ``srv`` (the same offsets and bytes)."""
+    return ShardLayout(
+        local.offsets,
+        urls=[srv.url(p.name) for p in paths],
+        format="webdataset",
+        shard_bytes=local.shard_bytes,
+        labels=labels,
+    )
+
+
 def test_real_sampler_replay_over_http(tmp_path):
     """The real sampler (resident minority, a shard shared by two lanes): every item is its
     sample, the cache within its bound after every item, bytes per epoch within the limits."""
@@ -476,13 +487,7 @@ def test_real_sampler_replay_over_http(tmp_path):
     labels = (np.arange(len(local)) % 10 == 0).astype(np.int64)  # 10% minority: oversampled
     cache = tmp_path / "cache"
     with LoopbackServer(tmp_path / "src") as srv:
-        layout = ShardLayout(
-            local.offsets,
-            urls=[srv.url(p.name) for p in paths],
-            format="webdataset",
-            shard_bytes=local.shard_bytes,
-            labels=labels,
-        )
+        layout = served(local, srv, paths, labels)
         sampler = DistributedWeightedSampler(
             labels=labels, shards=layout, cache_shards=2, lanes=2, num_replicas=1, rank=0
         )
@@ -528,13 +533,7 @@ def test_real_sampler_through_two_workers_over_http(tmp_path):
     labels = (np.arange(len(local)) % 33 == 5).astype(np.int64)  # in every shard
     cache = tmp_path / "cache"
     with LoopbackServer(tmp_path / "src") as srv:
-        layout = ShardLayout(
-            local.offsets,
-            urls=[srv.url(p.name) for p in paths],
-            format="webdataset",
-            shard_bytes=local.shard_bytes,
-            labels=labels,
-        )
+        layout = served(local, srv, paths, labels)
         sampler = DistributedWeightedSampler(
             labels=labels,
             class_weights=weights.target_shares({1: 0.25, 0: 0.75}),
