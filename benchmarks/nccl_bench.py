@@ -391,10 +391,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    # Leave without running destructors: torch 2.13's gloo threads can still abort the process
-    # at interpreter exit ("terminate called without an active exception"), about one run in
-    # twenty here, although every result is already written.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from launch.teardown import exit_now
+
+    exit_now(main())  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

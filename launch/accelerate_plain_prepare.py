@@ -145,4 +145,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
     main()
+    exit_now(0)  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

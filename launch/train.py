@@ -32,7 +32,6 @@ traceback: that is torchrun's exit status, not the training's.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -312,11 +311,12 @@ def main(argv: list[str] | None = None) -> None:
             break
     if args.log_json:
         write_log(args, log, metrics)
-    del model  # release DDP before its process group: else gloo may abort at exit (SIGABRT)
-    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
     main()
+    exit_now(0)  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

@@ -25,7 +25,6 @@ with ``accelerator.skip_first_batches`` (--resume-mode skip: same world size onl
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -162,12 +161,12 @@ def main(argv: list[str] | None = None) -> None:
         if accelerator.is_main_process:
             out = dict(world_size=world, sampler=args.sampler, batch_size=args.batch_size)
             args.log_json.write_text(json.dumps(dict(out, records=records)))
-    del model, opt  # release DDP before its process group: else gloo may abort at exit
-    accelerator.free_memory()
-    gc.collect()
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
 
 if __name__ == "__main__":
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
     main()
+    exit_now(0)  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

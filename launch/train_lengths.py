@@ -200,4 +200,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
+    exit_now(main())  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

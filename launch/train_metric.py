@@ -186,4 +186,6 @@ def argv_changes_the_run(p: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
+    exit_now(main())  # gloo can abort a finished run at interpreter exit: see launch/teardown.py

@@ -35,7 +35,6 @@ a sampler state is tied to the layout it was made with.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import io
 import json
@@ -284,8 +283,6 @@ def train(args: argparse.Namespace, layout: ShardLayout, tmp: Path, server, x_te
             out.update(class_pure=args.class_pure, cache_shards=args.cache_shards)
             out.update(cache_bound=int(bound), temp_dir=str(tmp), metrics=metrics)
             args.log_json.write_text(json.dumps(out))
-    del model, loader  # release DDP before its process group: else gloo may abort at exit
-    gc.collect()
     return metrics
 
 
@@ -313,4 +310,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from teardown import exit_now  # launch/teardown.py, beside this script
+
+    exit_now(main())  # gloo can abort a finished run at interpreter exit: see launch/teardown.py
