@@ -7,15 +7,44 @@ the state fields and the reader's interface are written once. The plan itself is
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from ._core.checks import check_int
 from ._core.shard_plan import SHARD_PLAN_VERSION, LaneLayout, ShardOptions
 
-__all__ = ["ShardedSampler", "shard_options"]
+__all__ = ["SharedCursor", "ShardedSampler", "shard_options"]
+
+
+class SharedCursor:
+    """A sampler's ``(epoch, resume point)`` in shared memory, for its copies in other processes.
+
+    A ``DataLoader`` worker holds a copy of the dataset, and so of the sampler a
+    ``ShardedDataset`` follows, made when the worker started: with ``persistent_workers=True``
+    that copy stays at its first epoch. The process that created the cursor (the one that
+    iterates the sampler) publishes on ``set_epoch``, ``load_state_dict`` and at the start of
+    every pass, before any index reaches a worker; copies in other processes read it. The
+    tensor is shared through ``torch.multiprocessing``'s pickling (fork or spawn).
+    """
+
+    def __init__(self) -> None:
+        self._cell = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self._pid = os.getpid()
+
+    def publish(self, epoch: int, resume: int) -> None:
+        if os.getpid() == self._pid:
+            self._cell.copy_(torch.tensor([epoch, resume], dtype=torch.int64))
+
+    def read(self, epoch: int, resume: int) -> tuple[int, int]:
+        """The owner's ``(epoch, resume)``: the arguments (this copy's own) in its process."""
+        if os.getpid() == self._pid:
+            return epoch, resume
+        got = self._cell.tolist()
+        return int(got[0]), int(got[1])
 
 
 def shard_options(
@@ -57,6 +86,7 @@ class ShardedSampler:
     shards: Any = None
     _shard_plan: Any = None
     _lanes_given: bool = False
+    _cursor: SharedCursor | None = None
 
     # -- the reader's interface ----------------------------------------------------------------
     @property
@@ -74,12 +104,25 @@ class ShardedSampler:
             raise ValueError(f"{what} needs a sampler built with shards=ShardLayout(...)")
         return self._shard_plan
 
+    def _share_cursor(self) -> None:
+        """From now on copies of this sampler in other processes (DataLoader workers, also
+        persistent ones) follow this one's epoch and resume point (``ShardedDataset`` asks)."""
+        if self._cursor is None:
+            self._cursor = SharedCursor()
+        self._publish()  # type: ignore[attr-defined]
+
+    def _current(self) -> tuple[int, int]:
+        """``(epoch, resume point)`` of the sampler the main process iterates."""
+        epoch, resume = self.epoch, self._resume  # type: ignore[attr-defined]
+        cursor = self._cursor
+        return (epoch, resume) if cursor is None else cursor.read(epoch, resume)
+
     def lanes_served(self) -> tuple[int, ...]:
         """Lanes this rank reads in the current iteration: ``l % num_replicas == rank``, or,
         after resuming mid-epoch under another world size, the lanes the rest of the epoch
         deals it (until the next ``set_epoch``)."""
         plan = self._need_shards("lanes_served()")
-        start = self._resume // plan.layout.block  # type: ignore[attr-defined]
+        start = self._current()[1] // plan.layout.block
         return plan.layout.served(self._shard.world, self._shard.rank, start)  # type: ignore[attr-defined]
 
     def shard_schedule(self, epoch: int | None = None) -> dict[int, np.ndarray]:
@@ -88,7 +131,7 @@ class ShardedSampler:
         consecutive entries at a time (entry ``j`` opens when entry ``j - cache_shards`` is
         done). Resident members are read off this schedule (:meth:`resident_indices`)."""
         plan = self._need_shards("shard_schedule()")
-        ep = self.epoch if epoch is None else check_int("epoch", epoch, 0)  # type: ignore[attr-defined]
+        ep = self._current()[0] if epoch is None else check_int("epoch", epoch, 0)
         return {lane: plan.schedule(ep, lane) for lane in self.lanes_served()}
 
     def resident_indices(self, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -331,8 +331,15 @@ class DistributedBucketBatchSampler(BatchPlanSampler):
         source = self.source
         if isinstance(source, DistributedWeightedSampler) and source.stratify:
             source._check_counts(self.epoch)  # a schedule's counts must fit without replacement
+        source.set_epoch(self.epoch)  # a ShardedDataset following the source reads this epoch
 
     set_epoch.__doc__ = BatchPlanSampler.set_epoch.__doc__
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.source.set_epoch(self.epoch)  # as set_epoch: the source's schedule is this epoch's
+
+    load_state_dict.__doc__ = BatchPlanSampler.load_state_dict.__doc__
 
     @property
     def _batch_hint(self) -> int:  # type: ignore[override]

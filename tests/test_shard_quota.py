@@ -245,6 +245,34 @@ def test_bucketing_a_sharded_source_keeps_its_samples_and_each_ranks_shards(quot
     assert padded < 1.6  # bucketed (random batches of these lengths pad about 2x)
 
 
+@pytest.mark.parametrize("quota", [False, True], ids=["weighted", "quota"])
+def test_bucketing_moves_its_sources_epoch_for_the_reader(quota):
+    """A ``ShardedDataset`` follows the source (the bucketing draws from its plan without
+    iterating it): ``set_epoch`` and ``load_state_dict`` on the bucketing move the source's
+    epoch, so the schedule the reader fetches by is the epoch the batches come from (it stayed
+    at epoch 0: every later epoch read outside its windows)."""
+    from distsampler import DistributedBucketBatchSampler as BB
+
+    lengths = np.random.default_rng(2).integers(1, 500, size=len(MIXED))
+    src = make(2, 1) if quota else weighted(2, 1, block=8)
+    b = BB(src, lengths, batch_size=8, window=64, num_replicas=2, rank=1)
+    for epoch in (3, 1):
+        b.set_epoch(epoch)
+        assert src.epoch == epoch
+        flat = np.concatenate(list(b))
+        local = flat[~np.isin(flat, src.resident_indices())]
+        shards = np.concatenate(list(src.shard_schedule().values()))
+        assert set(shard_of(local).tolist()) <= set(shards.tolist())
+    b.set_epoch(2)
+    it = iter(b)
+    next(it)
+    state = b.state_dict()
+    src2 = make(2, 1) if quota else weighted(2, 1, block=8)
+    b2 = BB(src2, lengths, batch_size=8, window=64, num_replicas=2, rank=1)
+    b2.load_state_dict(state)
+    assert src2.epoch == 2
+
+
 def test_bucketing_a_sharded_source_needs_whole_batches_per_lane():
     from distsampler import DistributedBucketBatchSampler as BB
 

@@ -87,8 +87,11 @@ class StubSampler:
     def lanes_served(self) -> tuple[int, ...]:
         return tuple(lane for lane in range(self.lanes) if lane % self.world == self.rank)
 
-    def resident_indices(self) -> np.ndarray:
-        return self._resident
+    def resident_indices(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        # the reader asks per shard: no process holds the whole list (it can be millions)
+        assert stop is not None, "ShardedDataset asked for every resident index at once"
+        lo, hi = np.searchsorted(self._resident, [start, stop])
+        return self._resident[lo:hi]
 
     def shard_schedule(self, epoch=None) -> dict[int, np.ndarray]:
         epoch = self.epoch if epoch is None else epoch
@@ -758,3 +761,56 @@ def test_parquet_row_group_outside_the_cache_reads_its_bytes_only(tmp_path):
         a, _ = layout.shard_range(other)
         with pytest.raises(ValueError, match=rf"shard {other} .*row group \d.* at bytes"):
             ds[a]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_persistent_workers_follow_the_samplers_epoch(tmp_path, start):
+    """``persistent_workers=True``: the workers' copies of the sampler were made in epoch 0, yet
+    every later epoch's reads follow that epoch's schedule (the sampler shares its epoch with
+    its copies). A stale copy fetched about 600 of the 1,200 samples one by one each later
+    epoch (byte ranges outside its windows: 720 requests for 24 shards); following the epoch,
+    each shard is fetched about once (22 to 102 requests measured), so the bound is 10 a shard.
+    Every item is its sample, in the sampler's order."""
+    from torch.utils.data import DataLoader
+
+    from distsampler import DistributedWeightedSampler, weights
+
+    paths = write_shards(tmp_path / "src", 24, per_shard=50)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    total = int(np.sum(local.shard_bytes))
+    labels = (np.arange(len(local)) % 33 == 5).astype(np.int64)
+    with LoopbackServer(tmp_path / "src") as srv:
+        layout = served(local, srv, paths, labels)
+        sampler = DistributedWeightedSampler(
+            labels=labels,
+            class_weights=weights.target_shares({1: 0.25, 0: 0.75}),
+            shards=layout,
+            cache_shards=4,
+            block_size=32,
+            num_replicas=1,
+            rank=0,
+            seed=0,
+        )
+        ds = ShardedDataset(layout, sampler, cache_dir=tmp_path / "cache")
+        loader = DataLoader(
+            ds,
+            32,
+            sampler=sampler,
+            num_workers=2,
+            persistent_workers=True,
+            multiprocessing_context=start,
+            collate_fn=keys_of,
+        )
+        requests, sent = [], []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            want = [f"k{i:06d}" for i in sampler]
+            sampler.set_epoch(epoch)
+            srv.reset_counts()
+            assert [key for batch in loader for key in batch] == want
+            requests.append(srv.total_requests)
+            sent.append(srv.total_bytes)
+    assert max(requests[1:]) <= 10 * len(paths), (requests, sent)
+    assert max(sent[1:]) <= 1.35 * total, (sent, total)

@@ -19,6 +19,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
@@ -123,6 +124,7 @@ class EpochState:
     _started: bool = False  # a pass from the epoch's start began since set_epoch / a load
     _origin: Origin | None = None  # the run before an epoch, from a compacted share history
     _loaded: bool = False  # a state was loaded and neither set_epoch nor a pass followed
+    _cursor: Any = None  # publishes (epoch, _resume) to copies in other processes (a reader's)
 
     def _config(self) -> Config:
         raise NotImplementedError
@@ -155,6 +157,13 @@ class EpochState:
         self.epoch = epoch
         self._done, self._chunk, self._completed = 0, None, False
         self._started = False
+        self._publish()
+
+    def _publish(self) -> None:
+        """The epoch or the resume point changed, or a pass starts: tell copies of this sampler
+        in other processes (a persistent DataLoader worker's copy is as old as the worker)."""
+        if self._cursor is not None:
+            self._cursor.publish(self.epoch, self._resume)
 
     def _next_after_done(self, epoch: int) -> bool:
         """``epoch`` follows the current one, which was consumed to its end."""
@@ -217,6 +226,7 @@ class EpochState:
         self._done, self._chunk, self._completed, self._ahead = 0, None, False, None
         self._base = (self._resume, self._skip)
         self._loaded = False
+        self._publish()
         if self._base == (0, 0):
             if self._started:
                 warnings.warn(
@@ -395,3 +405,4 @@ class EpochState:
         self._skip = skip
         self._done, self._chunk, self._completed = 0, None, False
         self._started, self._loaded = False, True
+        self._publish()

@@ -95,8 +95,9 @@ class ShardedDataset(Dataset):
         timeout: seconds for one HTTP(S) request.
         storage_options: keyword arguments for the fsspec filesystem.
 
-    Trap: with ``persistent_workers=True`` a worker keeps the sampler copy it was started
-    with, so its schedule stays the first epoch's; reads stay exact, prefetch grows stale.
+    Works with ``persistent_workers=True``: the sampler shares its epoch with the copies in
+    workers. Trap: ``sampler`` must be the one the loader iterates (for bucketing: its source,
+    which the bucketing's ``set_epoch`` moves).
     """
 
     def __init__(
@@ -163,6 +164,8 @@ class ShardedDataset(Dataset):
                 "the sampler was built with another layout (shards=) than this dataset's: "
                 "pass the same ShardLayout to both"
             )
+        if hasattr(sampler, "_share_cursor"):  # workers' copies follow its epoch (persistent too)
+            sampler._share_cursor()
         self.layout = layout
         self.sampler = sampler
         self.cache_dir = os.fspath(cache_dir)
@@ -309,13 +312,13 @@ class _Runtime:
         self.footers = _Memo()  # parquet: url -> (FileMetaData, file size)
         self.res_heads = _Memo()  # shard -> (data offset, {index: sample})
         self.extracted: set[int] = set()
+        self.cursor: tuple[int, int] | None = None  # the sampler's (epoch, resume) last seen
         self.epoch: int | None = None
         self.where: dict[str, list[tuple[int, int]]] = {}
         self.order: dict[int, list[str]] = {}
         self.progress: dict[int, int] = {}
         self.last_name: str | None = None
-        self.resident = np.zeros(0, dtype=np.int64)
-        self.resident_epoch: int | None = None
+        self.res_of = _Memo()  # shard -> its sorted resident indices (asked per shard)
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.has_sampler = ds.sampler is not None
@@ -326,9 +329,12 @@ class _Runtime:
         sampler = self.ds.sampler
         if sampler is None:
             return
-        epoch = int(getattr(sampler, "epoch", 0))
-        if epoch == self.epoch:
+        # the main process's (epoch, resume point): this copy may be as old as its worker
+        current = getattr(sampler, "_current", None)
+        cursor = current() if current else (int(getattr(sampler, "epoch", 0)), 0)
+        if cursor == self.cursor:
             return
+        epoch = cursor[0]
         schedule = sampler.shard_schedule(epoch)
         order: dict[int, list[str]] = {}
         where: dict[str, list[tuple[int, int]]] = {}
@@ -338,11 +344,10 @@ class _Runtime:
             for pos, name in enumerate(names):
                 where.setdefault(name, []).append((int(lane), pos))
         with self.lock:
-            self.order, self.where, self.epoch = order, where, epoch
+            self.order, self.where, self.cursor, self.epoch = order, where, cursor, epoch
             self.progress = {lane: -1 for lane in order}
             self.last_name = None
-            if hasattr(sampler, "resident_indices"):
-                self.resident = np.asarray(sampler.resident_indices(), dtype=np.int64)
+            self.res_of.clear()
         if self.ds.prefetch > 0 and self.thread is None:
             self.thread = threading.Thread(
                 target=self._prefetch_loop, name="distsampler-prefetch", daemon=True
@@ -450,8 +455,9 @@ class _Runtime:
         self._sync_epoch()
         s = int(np.searchsorted(self.ds._offsets, i, side="right")) - 1
         name = self.ds._names[s]
-        pos = np.searchsorted(self.resident, i)
-        resident = bool(pos < len(self.resident) and self.resident[pos] == i)
+        mine = self._resident_of(s)
+        pos = np.searchsorted(mine, i)
+        resident = bool(pos < len(mine) and mine[pos] == i)
         if resident:
             got = self._resident(s, i)
             if got is not None:
@@ -851,9 +857,18 @@ class _Runtime:
     # -- resident samples ----------------------------------------------------------------------
 
     def _resident_of(self, s: int) -> np.ndarray:
-        lo, hi = int(self.ds._offsets[s]), int(self.ds._offsets[s + 1])
-        a, b = np.searchsorted(self.resident, [lo, hi])
-        return self.resident[a:b]
+        """Shard ``s``'s resident indices, asked of the sampler per shard (a binary search
+        per class) so no process holds the whole resident list."""
+        with self.lock:  # the prefetch thread asks too
+            got = self.res_of.get(s)
+            if got is None:
+                sampler = self.ds.sampler
+                got = np.zeros(0, dtype=np.int64)
+                if sampler is not None and hasattr(sampler, "resident_indices"):
+                    lo, hi = int(self.ds._offsets[s]), int(self.ds._offsets[s + 1])
+                    got = np.asarray(sampler.resident_indices(lo, hi), dtype=np.int64)
+                self.res_of.put(s, got)
+            return got
 
     def _extract(self, s: int, src: Any) -> None:
         """Copy the resident samples of tar shard ``s`` into ``cache_dir/resident`` (once)."""
