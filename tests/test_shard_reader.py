@@ -513,6 +513,32 @@ def keys_of(batch: list[dict]) -> list[str]:
     return [sample["__key__"] for sample in batch]
 
 
+def minority_shards(root: Path) -> tuple[list[Path], ShardLayout, int, np.ndarray]:
+    """24 class-mixed shards of 50 samples, a 3% minority in every shard: the paths, the local
+    layout, its bytes and the labels."""
+    paths = write_shards(root, 24, per_shard=50)
+    local = ShardLayout.from_webdataset([str(p) for p in paths])
+    labels = (np.arange(len(local)) % 33 == 5).astype(np.int64)
+    return paths, local, int(np.sum(local.shard_bytes)), labels
+
+
+def oversampling(layout: ShardLayout, labels: np.ndarray):
+    """The real sampler, one process: the minority oversampled to a quarter of every batch of
+    32, so all its members are resident; one lane reading from 4 shards at a time."""
+    from distsampler import DistributedWeightedSampler, weights
+
+    return DistributedWeightedSampler(
+        labels=labels,
+        class_weights=weights.target_shares({1: 0.25, 0: 0.75}),
+        shards=layout,
+        cache_shards=4,
+        block_size=32,
+        num_replicas=1,
+        rank=0,
+        seed=0,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_real_sampler_through_two_workers_over_http(tmp_path):
@@ -528,25 +554,11 @@ def test_real_sampler_through_two_workers_over_http(tmp_path):
     2.5x); a resident read that evicts a shard the lane opens next costs a refetch."""
     from torch.utils.data import DataLoader
 
-    from distsampler import DistributedWeightedSampler, weights
-
-    paths = write_shards(tmp_path / "src", 24, per_shard=50)
-    local = ShardLayout.from_webdataset([str(p) for p in paths])
-    total = int(np.sum(local.shard_bytes))
-    labels = (np.arange(len(local)) % 33 == 5).astype(np.int64)  # in every shard
+    paths, local, total, labels = minority_shards(tmp_path / "src")
     cache = tmp_path / "cache"
     with LoopbackServer(tmp_path / "src") as srv:
         layout = served(local, srv, paths, labels)
-        sampler = DistributedWeightedSampler(
-            labels=labels,
-            class_weights=weights.target_shares({1: 0.25, 0: 0.75}),
-            shards=layout,
-            cache_shards=4,
-            block_size=32,
-            num_replicas=1,
-            rank=0,
-            seed=0,
-        )
+        sampler = oversampling(layout, labels)
         assert len(sampler.resident_indices()) == labels.sum()
         ds = ShardedDataset(layout, sampler, cache_dir=cache)
         loader = DataLoader(ds, 32, sampler=sampler, num_workers=2, collate_fn=keys_of)
@@ -775,24 +787,10 @@ def test_persistent_workers_follow_the_samplers_epoch(tmp_path, start):
     Every item is its sample, in the sampler's order."""
     from torch.utils.data import DataLoader
 
-    from distsampler import DistributedWeightedSampler, weights
-
-    paths = write_shards(tmp_path / "src", 24, per_shard=50)
-    local = ShardLayout.from_webdataset([str(p) for p in paths])
-    total = int(np.sum(local.shard_bytes))
-    labels = (np.arange(len(local)) % 33 == 5).astype(np.int64)
+    paths, local, total, labels = minority_shards(tmp_path / "src")
     with LoopbackServer(tmp_path / "src") as srv:
         layout = served(local, srv, paths, labels)
-        sampler = DistributedWeightedSampler(
-            labels=labels,
-            class_weights=weights.target_shares({1: 0.25, 0: 0.75}),
-            shards=layout,
-            cache_shards=4,
-            block_size=32,
-            num_replicas=1,
-            rank=0,
-            seed=0,
-        )
+        sampler = oversampling(layout, labels)
         ds = ShardedDataset(layout, sampler, cache_dir=tmp_path / "cache")
         loader = DataLoader(
             ds,
