@@ -171,6 +171,14 @@ def shards(tmp_path):
     return paths, ShardLayout.from_webdataset([str(p) for p in paths])
 
 
+@pytest.fixture
+def over_http(shards, tmp_path):
+    """The ``shards`` served by the loopback server: ``(paths, server, layout over HTTP)``."""
+    paths, local = shards
+    with LoopbackServer(tmp_path / "src") as srv:
+        yield paths, srv, http_layout(local, srv, [p.name for p in paths])
+
+
 # -- sample i is sample i ----------------------------------------------------------------------
 
 
@@ -287,68 +295,60 @@ def test_pickled_state_holds_no_thread_or_file(shards, tmp_path):
 # -- failures ----------------------------------------------------------------------------------
 
 
-def test_transient_failures_are_retried(shards, tmp_path):
-    paths, local = shards
-    with LoopbackServer(tmp_path / "src") as srv:
-        layout = http_layout(local, srv, [p.name for p in paths])
-        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=3)
-        srv.fail(paths[0].name, 2)  # two 503s
-        srv.truncate(paths[1].name, 700, lie=True)  # a dropped transfer ...
-        check(ds[0], 0)
-        threading.Timer(0.01, srv.heal, (paths[1].name,)).start()  # ... that heals
-        check(ds[PER_SHARD], PER_SHARD)
-        assert srv.statuses[503] == 2
-        assert ds.stats()["retries"] >= 2
+def test_transient_failures_are_retried(over_http, tmp_path):
+    paths, srv, layout = over_http
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=3)
+    srv.fail(paths[0].name, 2)  # two 503s
+    srv.truncate(paths[1].name, 700, lie=True)  # a dropped transfer ...
+    check(ds[0], 0)
+    threading.Timer(0.01, srv.heal, (paths[1].name,)).start()  # ... that heals
+    check(ds[PER_SHARD], PER_SHARD)
+    assert srv.statuses[503] == 2
+    assert ds.stats()["retries"] >= 2
 
 
-def test_a_failure_that_persists_raises_naming_the_url(shards, tmp_path):
-    paths, local = shards
-    with LoopbackServer(tmp_path / "src") as srv:
-        layout = http_layout(local, srv, [p.name for p in paths])
-        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=2)
-        srv.fail(paths[0].name, 100)
-        with pytest.raises(ShardFetchError, match=rf"{srv.url(paths[0].name)}.*3 attempts"):
-            ds[0]
-        assert srv.requests[paths[0].name] == 3
-        srv.heal()
-        check(ds[0], 0)  # nothing half-written stayed in the cache
-        with pytest.raises(ShardFetchError, match="missing.tar"):
-            ShardedDataset(
-                ShardLayout(
-                    [0, 1],
-                    urls=[srv.url("missing.tar")],
-                    format="webdataset",
-                ),
-                cache_dir=tmp_path / "c",
-            )[0]
+def test_a_failure_that_persists_raises_naming_the_url(over_http, tmp_path):
+    paths, srv, layout = over_http
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=2)
+    srv.fail(paths[0].name, 100)
+    with pytest.raises(ShardFetchError, match=rf"{srv.url(paths[0].name)}.*3 attempts"):
+        ds[0]
+    assert srv.requests[paths[0].name] == 3
+    srv.heal()
+    check(ds[0], 0)  # nothing half-written stayed in the cache
+    with pytest.raises(ShardFetchError, match="missing.tar"):
+        ShardedDataset(
+            ShardLayout(
+                [0, 1],
+                urls=[srv.url("missing.tar")],
+                format="webdataset",
+            ),
+            cache_dir=tmp_path / "c",
+        )[0]
 
 
-def test_a_corrupt_shard_raises_naming_shard_and_byte(shards, tmp_path):
-    paths, local = shards
-    with LoopbackServer(tmp_path / "src") as srv:
-        layout = http_layout(local, srv, [p.name for p in paths])
-        ds = ShardedDataset(layout, cache_dir=tmp_path / "c")
-        srv.corrupt(paths[2].name, 1024 * 3, b"garbage!")  # a member's header
-        with pytest.raises(TarError, match=rf"shard 2 .*{paths[2].name}.*byte \d+"):
-            ds[2 * PER_SHARD]
-        assert not (tmp_path / "c" / "ranks" / ds._tag / ds._names[2]).exists()
-        srv.heal()
-        check(ds[2 * PER_SHARD], 2 * PER_SHARD)
+def test_a_corrupt_shard_raises_naming_shard_and_byte(over_http, tmp_path):
+    paths, srv, layout = over_http
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c")
+    srv.corrupt(paths[2].name, 1024 * 3, b"garbage!")  # a member's header
+    with pytest.raises(TarError, match=rf"shard 2 .*{paths[2].name}.*byte \d+"):
+        ds[2 * PER_SHARD]
+    assert not (tmp_path / "c" / "ranks" / ds._tag / ds._names[2]).exists()
+    srv.heal()
+    check(ds[2 * PER_SHARD], 2 * PER_SHARD)
 
 
-def test_a_truncated_shard_raises_naming_shard_and_byte(shards, tmp_path):
-    paths, local = shards
-    with LoopbackServer(tmp_path / "src") as srv:
-        layout = http_layout(local, srv, [p.name for p in paths])
-        ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=1)
-        srv.truncate(paths[3].name, 2000)
-        with pytest.raises(ShardFetchError, match=rf"{paths[3].name}.*truncated at byte 2000"):
-            ds[3 * PER_SHARD]
-        # a layout without sizes: the parser finds the cut
-        bare = ShardLayout(layout.offsets, urls=layout.urls, format="webdataset")
-        ds = ShardedDataset(bare, cache_dir=tmp_path / "c2")
-        with pytest.raises(TarError, match=rf"shard 3 .*{paths[3].name}.*truncated at byte"):
-            ds[3 * PER_SHARD]
+def test_a_truncated_shard_raises_naming_shard_and_byte(over_http, tmp_path):
+    paths, srv, layout = over_http
+    ds = ShardedDataset(layout, cache_dir=tmp_path / "c", retries=1)
+    srv.truncate(paths[3].name, 2000)
+    with pytest.raises(ShardFetchError, match=rf"{paths[3].name}.*truncated at byte 2000"):
+        ds[3 * PER_SHARD]
+    # a layout without sizes: the parser finds the cut
+    bare = ShardLayout(layout.offsets, urls=layout.urls, format="webdataset")
+    ds = ShardedDataset(bare, cache_dir=tmp_path / "c2")
+    with pytest.raises(TarError, match=rf"shard 3 .*{paths[3].name}.*truncated at byte"):
+        ds[3 * PER_SHARD]
 
 
 # -- processes ---------------------------------------------------------------------------------
