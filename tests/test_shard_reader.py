@@ -812,3 +812,70 @@ def test_persistent_workers_follow_the_samplers_epoch(tmp_path, start):
             sent.append(srv.total_bytes)
     assert max(requests[1:]) <= 10 * len(paths), (requests, sent)
     assert max(sent[1:]) <= 1.35 * total, (sent, total)
+
+
+def _copy_reports(sampler, asks, answers) -> None:
+    """A spawned process: the sampler copy it got at its start, asked on request."""
+    while asks.get() is not None:
+        answers.put((sampler._current(), sampler.lanes_served(), sampler.shard_schedule()))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_copy_in_another_process_follows_epoch_and_resumed_lanes(tmp_path):
+    """What a persistent worker's copy sees once ``ShardedDataset`` shared the cursor: the
+    main process's ``set_epoch``, and after ``load_state_dict`` of a state saved mid-epoch
+    under another world size, the resume point and the lanes the rest of the epoch deals
+    this rank (here (1, 3) instead of (0, 2)); a copy made before then knew neither."""
+    import torch.multiprocessing as tmp
+
+    from distsampler import DistributedWeightedSampler
+
+    paths = write_shards(tmp_path / "src", 16, per_shard=50)
+    layout = ShardLayout.from_webdataset([str(p) for p in paths])
+    labels = (np.arange(len(layout)) % 10 == 0).astype(np.int64)
+
+    def make(world: int, rank: int) -> DistributedWeightedSampler:
+        return DistributedWeightedSampler(
+            labels=labels, shards=layout, lanes=4, block_size=8, num_replicas=world, rank=rank
+        )
+
+    one = make(1, 0)
+    one.set_epoch(1)
+    it = iter(one)
+    for _ in range(5 * 8):  # five blocks: the rest of epoch 1 starts at lane 1
+        next(it)
+    state = one.state_dict()
+
+    sampler = make(2, 0)
+    ShardedDataset(layout, sampler, cache_dir=tmp_path / "cache")  # shares the cursor
+    ctx = tmp.get_context("spawn")
+    asks, answers = ctx.Queue(), ctx.Queue()
+    child = ctx.Process(target=_copy_reports, args=(sampler, asks, answers), daemon=True)
+    child.start()
+    try:
+
+        def seen() -> tuple:
+            asks.put(True)
+            return answers.get(timeout=60)
+
+        cursor, lanes, schedule = seen()
+        assert (cursor, lanes) == ((0, 0), (0, 2))
+        sampler.set_epoch(3)
+        cursor, lanes, schedule = seen()
+        assert (cursor, lanes) == ((3, 0), (0, 2))
+        assert {k: v.tolist() for k, v in schedule.items()} == {
+            k: v.tolist() for k, v in sampler.shard_schedule().items()
+        }
+        sampler.load_state_dict(state)
+        assert sampler.lanes_served() == (1, 3)
+        cursor, lanes, schedule = seen()
+        assert (cursor, lanes) == ((1, 40), (1, 3))
+        assert {k: v.tolist() for k, v in schedule.items()} == {
+            k: v.tolist() for k, v in sampler.shard_schedule().items()
+        }
+    finally:
+        asks.put(None)
+        child.join(30)
+        if child.is_alive():
+            child.kill()
